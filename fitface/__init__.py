@@ -1,0 +1,13 @@
+"""fitface: a decoupled identity/expression 3D face model (Fernandez Abrevaya et al.,
+ICCV 2019), its trainer, and fast landmark fitting, batch reconstruction and
+retargeting on top of it.
+
+Importing ``fitface`` is cheap: heavy modules (torch, trimesh, mediapipe) load
+only when a function that needs them is called.
+"""
+
+__version__ = "0.1.0"
+
+from fitface.errors import FitfaceError, InputError, NoFaceError  # noqa: E402
+
+__all__ = ["__version__", "FitfaceError", "InputError", "NoFaceError"]

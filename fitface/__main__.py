@@ -1,0 +1,3 @@
+from fitface.cli import main
+
+main()

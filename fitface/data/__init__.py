@@ -1,0 +1,1 @@
+"""Training datasets: format, builders (synthetic, ICT) and importer."""

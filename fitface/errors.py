@@ -1,0 +1,40 @@
+"""Exceptions that the CLI turns into one-line messages and exit codes.
+
+Convention: a user error (a bad file, a bad argument) raises :class:`InputError`
+whose message already names the file or argument and the problem, e.g.
+``"scan.ply: no faces"``. The CLI prints ``error: <message>`` on one line and exits
+with :attr:`InputError.exit_code` (2); :class:`NoFaceError` exits with 3. Library
+callers catch them as ordinary exceptions (both are ``ValueError`` subclasses).
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class FitfaceError(Exception):
+    """Base of every error fitface raises on purpose."""
+
+    exit_code = 1
+
+
+class InputError(FitfaceError, ValueError):
+    """Bad input: a missing, empty, truncated or malformed file, or a bad argument.
+
+    Args:
+        message: what is wrong, e.g. ``"landmark 3 has a non-numeric field 'abc'"``.
+        path: the file concerned, if any; it prefixes the message as ``path: message``.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None):
+        self.path = None if path is None else os.fspath(path)
+        self.problem = message
+        super().__init__(message if path is None else f"{self.path}: {message}")
+
+
+class NoFaceError(InputError):
+    """An image in which no face was detected (exit code 3, distinct from bad input)."""
+
+    exit_code = 3

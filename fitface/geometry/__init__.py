@@ -1,0 +1,1 @@
+"""Geometry core: Laplacian, parameterisation, geometry mapping, rendering."""

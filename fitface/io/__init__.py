@@ -1,0 +1,1 @@
+"""File I/O: meshes, landmark files, codes, images; every writer is atomic."""

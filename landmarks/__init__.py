@@ -1,0 +1,1 @@
+"""Landmark sets and image lifting (installed as ``fitface.landmarks``)."""

@@ -1,0 +1,1 @@
+"""Networks and model files (installed as ``fitface.models``)."""

@@ -1,0 +1,33 @@
+"""Shared fixtures.
+
+The ICT face model (../shared/data/ict_face_light.npz, MIT licence) is used by path;
+tests that need it skip cleanly when it is absent. FITFACE_SHARED overrides the
+location of the shared folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FITFACE_SHARED", REPO.parent / "shared"))
+ICT_NPZ = SHARED / "data" / "ict_face_light.npz"
+
+
+@pytest.fixture(scope="session")
+def ict_path() -> Path:
+    """Path of the shared ICT face model; skips the test when it is absent."""
+    if not ICT_NPZ.is_file():
+        pytest.skip(f"shared ICT data not found at {ICT_NPZ}")
+    return ICT_NPZ
+
+
+@pytest.fixture(scope="session")
+def ict_mesh(ict_path):
+    """The ICT generic neutral: (vertices (9409, 3) float64 cm, faces (18460, 3) int64)."""
+    with np.load(ict_path) as z:
+        return z["neutral"].astype(np.float64), z["faces"].astype(np.int64)

@@ -1,0 +1,1 @@
+"""Trainer, losses, metrics and recipes (installed as ``fitface.train``)."""
