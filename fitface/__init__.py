@@ -10,4 +10,14 @@ __version__ = "0.1.0"
 
 from fitface.errors import FitfaceError, InputError, NoFaceError  # noqa: E402
 
-__all__ = ["__version__", "FitfaceError", "InputError", "NoFaceError"]
+__all__ = ["__version__", "FitfaceError", "InputError", "NoFaceError", "load_model"]
+
+
+def __getattr__(name: str):
+    """Lazy attributes (PEP 562): ``fitface.load_model`` imports torch and the model code
+    (:mod:`fitface.models.model_file`) only when it is first used."""
+    if name == "load_model":
+        from fitface.models.model_file import load_model
+
+        return load_model
+    raise AttributeError(f"module 'fitface' has no attribute {name!r}")

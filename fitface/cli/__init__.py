@@ -42,6 +42,7 @@ class LazyGroup(click.Group):
 COMMANDS = {
     "data": "fitface.cli.data:data",
     "demo": "fitface.cli.demo:demo",
+    "train": "fitface.cli.train:train",
 }
 
 

@@ -7,7 +7,11 @@ import click
 from fitface.cli import LazyGroup
 
 #: Subcommands of ``fitface data``: name -> "module:attribute".
-DATA_COMMANDS: dict[str, str] = {}
+DATA_COMMANDS: dict[str, str] = {
+    "info": "fitface.cli.data_info:info",
+    "import": "fitface.cli.data_import:import_",
+    "synthetic": "fitface.cli.data_synthetic:synthetic",
+}
 
 
 @click.group(cls=LazyGroup, lazy=DATA_COMMANDS)

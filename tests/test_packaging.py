@@ -1,0 +1,65 @@
+"""The distribution installs models/, train/ and landmarks/ only inside the fitface namespace."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MAPPED = {"fitface": "fitface", "fitface.models": "models", "fitface.train": "train", "fitface.landmarks": "landmarks"}
+
+
+def _declared_packages() -> set[str]:
+    with open(REPO / "pyproject.toml", "rb") as f:
+        return set(tomllib.load(f)["tool"]["setuptools"]["packages"])
+
+
+def _packages_on_disk() -> set[str]:
+    found = set()
+    for pkg, folder in MAPPED.items():
+        root = REPO / folder
+        for init in root.rglob("__init__.py"):
+            rel = init.parent.relative_to(root)
+            found.add(".".join([pkg, *rel.parts]) if rel.parts else pkg)
+    return found
+
+
+def test_every_package_is_declared():
+    missing = _packages_on_disk() - _declared_packages()
+    assert not missing, f"add to [tool.setuptools] packages in pyproject.toml: {sorted(missing)}"
+
+
+def test_wheel_has_no_top_level_models_or_train(tmp_path):
+    """Build the wheel (no install) and check its top-level names."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(REPO)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("fitface-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names}
+    assert {"models", "train", "landmarks"}.isdisjoint(top), sorted(top)
+    for sub in ("models", "train", "landmarks"):
+        assert f"fitface/{sub}/__init__.py" in names
+    assert "fitface/landmarks/sets.py" in names
+    assert any(n.startswith("fitface/train/recipes/") for n in names) or not (REPO / "train" / "recipes").glob("*.toml")
+
+
+def test_import_fitface_is_cheap():
+    """`import fitface` and the CLI module must not import torch (start-up time)."""
+    code = "import sys, fitface, fitface.cli; print('torch' in sys.modules, 'trimesh' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
+    assert out == ["False", "False"]
+
+
+@pytest.mark.parametrize("flag", ["--help", "--version"])
+def test_cli_help_and_version(flag):
+    res = subprocess.run([sys.executable, "-m", "fitface", flag], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert ("fitface" in res.stdout) and ("Usage" in res.stdout or "0.1.0" in res.stdout)

@@ -1,0 +1,194 @@
+"""Unit tests of the trainer's parts: config, losses, sampling, metrics, folded critic."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fitface.errors import InputError
+from fitface.models.latent import LatentLayout
+from fitface.train import losses as L
+from fitface.train import sampling as S
+from fitface.train.config import TrainConfig, load_config, parse_set, recipe_names
+from fitface.train.metrics import NearestFace, diversity, mean_vertex_distance, vertex_groups
+
+RECIPES = ["paper", "cpu", "ablation_no_mesh_reg", "ablation_id_class_only", "ablation_exp_class_only",
+           "ablation_no_feature_loss"]
+
+
+# ----------------------------------------------------------------------------- config
+def test_recipes_present_and_paper_values():
+    assert sorted(RECIPES) == recipe_names()
+    p = load_config("paper")
+    assert (p.lambda_c, p.lambda_gan, p.lambda_cls, p.lambda_feat, p.lambda_reg) == (0.1, 1.0, 1.0, 0.5, 100.0)
+    assert (p.lr_g, p.lr_d, p.betas_g, p.betas_d) == (2e-4, 2e-4, [0.9, 0.999], [0.9, 0.999])
+    assert (p.batch_size, p.critic_steps, p.instance_noise, p.epochs) == (64, 3, 0.1, 200.0)
+    assert p.latent_dims == {"identity": 65, "expression": 15} and p.noise_dim == 5
+    # epoch = ceil(train / batch) G steps: 200 epochs of 30,559 faces ~ 95,600 steps
+    assert p.total_steps(30559) == 200 * 478
+
+
+def test_ablations_differ_from_paper_in_one_thing_only():
+    paper = load_config("paper").to_dict()
+    expect = {"ablation_no_mesh_reg": {"lambda_reg": 0.0}, "ablation_no_feature_loss": {"lambda_feat": 0.0},
+              "ablation_id_class_only": {"classify": ["identity"]},
+              "ablation_exp_class_only": {"classify": ["expression"]}}
+    for name, diff in expect.items():
+        d = load_config(name).to_dict()
+        changed = {k: d[k] for k in d if d[k] != paper[k] and k != "recipe"}
+        assert changed == diff, name
+
+
+def test_overrides_and_toml_roundtrip(tmp_path):
+    cfg = load_config("cpu", parse_set(["lr_g=1e-4", "betas_g=[0.5, 0.9]", "classify=['identity']",
+                                        "max_steps=none", "device=cpu", "amp=true"]))
+    assert cfg.lr_g == 1e-4 and cfg.betas_g == [0.5, 0.9] and cfg.classify == ["identity"]
+    assert cfg.max_steps is None and cfg.device == "cpu" and cfg.amp is True
+    path = tmp_path / "r.toml"
+    path.write_text(cfg.to_toml())
+    again = load_config(str(path))
+    assert again.to_dict() == dataclasses.replace(cfg, recipe=cfg.recipe).to_dict()
+
+
+@pytest.mark.parametrize("item", ["nope=1", "batch_size=3", "lr_g=-1", "betas_g=[1.5, 0.9]", "amp=maybe",
+                                  "reg_reduction=max"])
+def test_bad_overrides_raise_input_error(item):
+    with pytest.raises(InputError):
+        load_config("paper", parse_set([item]))
+
+
+def test_unknown_recipe():
+    with pytest.raises(InputError, match="known recipes"):
+        load_config("papper")
+
+
+# ----------------------------------------------------------------------------- losses
+def test_class_weights_inverse_frequency():
+    lab = np.array([0, 0, 0, 1, -1, -1, 2, 2, 2, 2, 2, 2])  # counts 3, 1, 6, class 3 absent
+    w = L.class_weights(lab, 4)
+    assert w[3] == 0
+    np.testing.assert_allclose(w[:3] * np.array([3, 1, 6]), (w[0] * 3,) * 3, rtol=1e-6)  # w ∝ 1/count
+    np.testing.assert_allclose(w[:3].mean(), 1.0, rtol=1e-6)
+    assert (L.class_weights(lab, 4, "none") == 1).all()
+
+
+def test_weighted_ce_matches_pytorch_ignore_index():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(10, 4, generator=g)
+    labels = torch.tensor([0, 1, -1, 3, 3, -1, 2, 0, 1, 3])
+    w = torch.tensor([0.5, 2.0, 1.0, 0.25])
+    ref = F.cross_entropy(logits, labels, weight=w, ignore_index=-1)
+    got = L.weighted_ce_sum(logits, labels, w) / L.weighted_ce_denominator(labels, w)
+    torch.testing.assert_close(got, ref)
+    # split into two shards, local sums / global denominator add up to the whole
+    den = L.weighted_ce_denominator(labels, w)
+    parts = L.weighted_ce_sum(logits[:5], labels[:5], w) / den + L.weighted_ce_sum(logits[5:], labels[5:], w) / den
+    torch.testing.assert_close(parts, ref)
+
+
+def test_pair_feature_loss_analytic():
+    f = torch.tensor([[1.0, 0.0], [2.0, 0.0], [1.0, 0.0], [0.0, 3.0], [1.0, 1.0], [-1.0, -1.0]])
+    # pairs: cos 1 -> 0; cos 0 -> 1; cos -1 -> 2; mean = 1
+    torch.testing.assert_close(L.pair_feature_loss(f), torch.tensor(1.0))
+    with pytest.raises(ValueError):
+        L.pair_feature_loss(f[:5])
+
+
+def test_gradient_penalty_linear_critic():
+    # D(x) = <a, x>: grad = a everywhere, penalty = (||a|| - 1)^2
+    a = torch.tensor([3.0, 4.0], requires_grad=True)
+    x = torch.randn(8, 2, requires_grad=True)
+    gp = L.gradient_penalty_from(x @ a, x)
+    torch.testing.assert_close(gp, torch.tensor(16.0))
+    (g,) = torch.autograd.grad(gp, a)  # double backward: d/da (||a|| - 1)^2 = 2 (||a|| - 1) a / ||a||
+    torch.testing.assert_close(g, 2 * 4 * a.detach() / 5)
+
+
+# ----------------------------------------------------------------------------- sampling
+LAYOUT = LatentLayout((("identity", 6), ("expression", 4), ("noise", 2)))
+
+
+def test_step_seed_is_pure_and_distinct():
+    assert S.step_seed(1, 5, "codes") == S.step_seed(1, 5, "codes")
+    seeds = {S.step_seed(1, s, st, k) for s in range(20) for st in S.STREAMS for k in range(3)}
+    assert len(seeds) == 20 * len(S.STREAMS) * 3
+
+
+def test_phase_batch_structure():
+    codes = S.fixed_codes(LAYOUT, {"identity": 5, "expression": 3}, seed=0)
+    sampler = S.LabelSampler({"identity": 5, "expression": 3}, {"identity": np.array([0, .5, .5, 0, 0])})
+    pb = S.phase_batch(LAYOUT, codes, sampler, "identity", 16, S.torch_generator(0, 3, "codes"))
+    parts = LAYOUT.split(pb.z)
+    assert pb.factor == "identity" and set(pb.labels.tolist()) <= {1, 2}  # empirical probabilities respected
+    torch.testing.assert_close(parts["identity"], codes["identity"][pb.labels])
+    e = parts["expression"]
+    torch.testing.assert_close(e[0::2], e[1::2])  # pairs share the unlabeled code
+    assert not torch.allclose(e[0], e[2])
+    assert not torch.allclose(parts["noise"][0::2], parts["noise"][1::2])  # noise differs within a pair
+    pb2 = S.phase_batch(LAYOUT, codes, sampler, "identity", 16, S.torch_generator(0, 3, "codes"))
+    assert torch.equal(pb.z, pb2.z)  # pure function of (seed, step)
+
+
+def test_real_batches_cover_epoch_without_replacement():
+    n, b = 50, 8
+    per_epoch = n // b
+    seen = np.concatenate([S.real_batch_indices(0, r, n, b) for r in range(per_epoch)])
+    assert len(np.unique(seen)) == len(seen) == per_epoch * b
+    assert not np.array_equal(S.real_batch_indices(0, 0, n, b), S.real_batch_indices(0, per_epoch, n, b))
+    assert S.real_batch_indices(0, 0, 5, 8).shape == (8,)  # batch larger than the set: cycled
+
+
+# ----------------------------------------------------------------------------- metrics
+def test_nearest_face_is_exact():
+    g = torch.Generator().manual_seed(1)
+    V = 300
+    template = torch.randn(V, 3, generator=g).numpy() * 50
+    ref = torch.randn(120, V, 3, generator=g) + torch.linspace(0, 3, 120)[:, None, None]
+    q = torch.randn(15, V, 3, generator=g) * 1.2 + 1.0
+    brute = torch.stack([mean_vertex_distance(ref, qi[None].expand_as(ref)) for qi in q])  # (15, 120)
+    nf = NearestFace(ref, vertex_groups(template, 32))
+    d, idx = nf(q)
+    torch.testing.assert_close(d, brute.min(1).values)
+    assert torch.equal(idx, brute.argmin(1))
+    assert (nf.lower_bounds(q) <= brute + 1e-4).all()  # it is a lower bound
+
+
+def test_diversity_shared_code_is_zero_for_that_factor_only():
+    W = torch.zeros(LAYOUT.dim, 5 * 3)
+    W[:6] = 1.0  # only the identity block moves the mesh
+    decode = lambda z: (z @ W).view(-1, 5, 3)  # noqa: E731
+    d = diversity(decode, LAYOUT, 50, torch.Generator().manual_seed(0))
+    assert d["shared_identity"] == pytest.approx(0.0, abs=1e-6)
+    assert d["global"] > 1 and d["shared_expression"] > 1
+
+
+# ----------------------------------------------------------------------------- folding
+def test_folded_critic_equals_mapping_of_generator():
+    from fitface.geometry.mapping import GeometryMapping
+    from fitface.models.generator import Generator
+    from fitface.train.trainer import FoldedCritic
+
+    # a small disk: a 6x6 grid of vertices, UV = normalised xy
+    xs, ys = np.meshgrid(np.linspace(0, 1, 6), np.linspace(0, 1, 6))
+    uv = np.c_[xs.ravel(), ys.ravel()]
+    faces = []
+    for i in range(5):
+        for j in range(5):
+            a = i * 6 + j
+            faces += [[a, a + 1, a + 7], [a, a + 7, a + 6]]
+    faces = np.array(faces)
+    mp = GeometryMapping(uv, faces, 16)
+    torch.manual_seed(0)
+    G = Generator(LAYOUT.dim, 36, hidden=32)
+    with torch.no_grad():
+        G.out.weight.normal_()
+        G.out.bias.normal_()
+    fc = FoldedCritic(mp.matrix("torch").to(torch.float32), 16, scale=2.5)
+    fc.refresh(G)
+    z = torch.randn(4, LAYOUT.dim)
+    torch.testing.assert_close(fc.images(G, z), mp(G(z)) / 2.5, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,142 @@
+"""Training logs: CSV tables, TensorBoard scalars and Fig.-3-like PNG sample grids.
+
+Files in RUN_DIR (written by process rank 0 only):
+
+* ``losses.csv``: one row every ``log_every`` steps (``step`` = 0-based index of the step
+  whose values the row holds); loss terms, regulariser share, throughput.
+* ``metrics.csv``: one row per metrics evaluation (diversity, specificity, near-training share).
+* ``tensorboard/``: the same scalars (``torch.utils.tensorboard``).
+* ``samples/step_XXXXXXX.png``: grids like the paper's Fig. 3.
+
+Convention: on ``--resume`` from a checkpoint at step ``s`` the CSV rows of steps ``>= s``
+(written after that checkpoint by the interrupted run) are dropped and TensorBoard purges
+events from step ``s``, so the resumed run's logs equal an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from fitface.io.atomic import write_bytes, write_text
+
+
+class CsvLog:
+    """An append-only CSV table with a fixed header.
+
+    Args:
+        path: the CSV file.
+        columns: header names (the order of the columns).
+        resume_step: if not None, keep only existing rows with ``step < resume_step`` (the
+            file is rewritten atomically); else start a new file.
+    """
+
+    def __init__(self, path: str | os.PathLike, columns: Sequence[str], resume_step: int | None = None):
+        self.path = Path(path)
+        self.columns = list(columns)
+        kept: list[list[str]] = []
+        if resume_step is not None and self.path.is_file():
+            with open(self.path, newline="") as fh:
+                rows = list(csv.reader(fh))
+            if rows and rows[0] == self.columns:
+                kept = [r for r in rows[1:] if r and int(r[0]) < resume_step]
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(self.columns)
+        w.writerows(kept)
+        write_text(self.path, buf.getvalue())
+
+    def write(self, row: Mapping[str, float | int | str]) -> None:
+        """Append one row (missing columns are left empty); flushed at once."""
+        vals = []
+        for c in self.columns:
+            v = row.get(c, "")
+            if isinstance(v, float):
+                v = repr(v) if math.isfinite(v) else str(v)
+            vals.append(v)
+        with open(self.path, "a", newline="") as fh:
+            csv.writer(fh, lineterminator="\n").writerow(vals)
+            fh.flush()
+
+
+def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
+    """All rows of a CSV log as dicts (strings)."""
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+class TensorBoardLog:
+    """Thin wrapper over ``SummaryWriter`` (no-op when disabled or unavailable)."""
+
+    def __init__(self, log_dir: str | os.PathLike, enabled: bool = True, purge_step: int | None = None):
+        self.writer = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard missing: logs still go to CSV
+                return
+            self.writer = SummaryWriter(str(log_dir), purge_step=purge_step)
+
+    def scalars(self, step: int, values: Mapping[str, float], prefix: str = "") -> None:
+        if self.writer is None:
+            return
+        for k, v in values.items():
+            if isinstance(v, (int, float)) and math.isfinite(float(v)):
+                self.writer.add_scalar(f"{prefix}{k}", float(v), step)
+
+    def image(self, tag: str, image: np.ndarray, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_image(tag, image, step, dataformats="HWC")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+            self.writer.close()
+
+
+def sample_grid(rows: Sequence[np.ndarray], faces: np.ndarray, cell: int = 128,
+                labels: Sequence[str] | None = None) -> np.ndarray:
+    """Render rows of meshes and tile them like the paper's Fig. 3.
+
+    Args:
+        rows: R arrays (C, V, 3) float of vertex positions (model unit), one block per row
+            (e.g. random samples / shared expression code / shared identity code).
+        faces: (F, 3) int.
+        cell: pixel size of one rendering.
+        labels: optional R row titles, drawn above the row's first cell.
+
+    Returns:
+        (H, W, 3) uint8 RGB grid.
+    """
+    from fitface.geometry.render import render_shaded, tile_images
+
+    # Frame every face with the same camera (the first one's) so sizes are comparable.
+    images, names = [], []
+    tints = [(0.45, 0.45, 0.45), (0.78, 0.78, 0.78), (0.62, 0.45, 0.72)]  # dark grey, light grey, purple
+    ncols = max(len(r) for r in rows)
+    for i, block in enumerate(rows):
+        for j in range(ncols):
+            if j < len(block):
+                im = render_shaded(np.asarray(block[j], dtype=np.float64), faces, size=cell,
+                                   albedo=tints[i % len(tints)]).image
+            else:
+                im = np.zeros((cell, cell, 3), np.uint8)
+            images.append(im)
+            names.append((labels[i] if labels is not None and j == 0 else ""))
+    return tile_images(images, labels=names if labels is not None else None, ncols=ncols)
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write an RGB uint8 image as PNG, atomically."""
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]))
+    if not ok:
+        raise RuntimeError(f"could not encode {path} as PNG")
+    write_bytes(path, buf.tobytes())

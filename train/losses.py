@@ -1,0 +1,151 @@
+"""Loss terms of the decoupled face GAN (paper eq. 2, 6-12; WGAN-GP [20]).
+
+Shapes: ``scores: (B,) float`` critic outputs; ``logits: (B, n) float``; ``labels: (B,) int64``
+with ``-1`` = unlabeled; ``features: (B, F) float``; ``images: (B, 3, S, S) float`` normalised
+geometry images (see docs/training.md).
+
+Convention:
+    * The discriminator *minimises* ``mean D(fake) - mean D(real) + gp_weight * GP
+      + lambda_C * sum_f CE_f(real)``, i.e. maximises eq. 6 (``L_GAN + lambda_C (L_ID + L_EXP)``,
+      ``L_f = E[log P(c|x)] = -CE``) under the gradient penalty of [20].
+    * The generator minimises eq. 8: ``lambda_1 * (-mean D(G(z))) + lambda_2 * CE(labeled
+      factor) + lambda_3 * feature loss + lambda_4 * L_reg``.
+    * Batch reductions are written so that a batch split across processes gives, after the
+      gradients are averaged, exactly the gradient of the whole batch: plain means need equal
+      shards; weighted cross-entropy divides a local *sum* by a *global* denominator
+      (:func:`weighted_ce_sum`).
+    * Feature-loss pairs are adjacent rows ``(2i, 2i + 1)`` (see :mod:`.sampling`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fitface.checks import check_shape
+
+#: Added to norms before division (cosine similarity, gradient norm) to keep gradients finite.
+NORM_EPS = 1e-12
+
+
+def class_weights(labels: np.ndarray, num_classes: int, mode: str = "inverse_frequency") -> np.ndarray:
+    """Per-class weights for unbalanced labels (§5.1, [24]).
+
+    Args:
+        labels: (N,) int labels of the training set, -1 = unlabeled (ignored).
+        num_classes: n.
+        mode: ``"inverse_frequency"``: ``w_c ∝ 1 / count_c`` over labeled samples, scaled so
+            the mean over the classes present is 1 (absent classes get 0); ``"none"``: all 1.
+
+    Returns:
+        (n,) float32.
+    """
+    if mode == "none":
+        return np.ones(num_classes, dtype=np.float32)
+    if mode != "inverse_frequency":
+        raise ValueError(f"mode: expected 'inverse_frequency' or 'none', got {mode!r}")
+    lab = np.asarray(labels).reshape(-1)
+    lab = lab[lab >= 0]
+    counts = np.bincount(lab, minlength=num_classes).astype(np.float64)[:num_classes]  # (n,)
+    w = np.zeros(num_classes)
+    present = counts > 0
+    if present.any():
+        w[present] = 1.0 / counts[present]
+        w[present] /= w[present].mean()
+    return w.astype(np.float32)
+
+
+def weighted_ce_sum(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Sum over labeled rows of ``w[c_i] * CE_i`` (unlabeled rows, ``-1``, contribute 0).
+
+    Args:
+        logits: (B, n) float.
+        labels: (B,) int64, -1 = unlabeled.
+        weight: (n,) float class weights or None (all 1).
+
+    Returns:
+        () float; divide by :func:`weighted_ce_denominator` of the *global* batch for the
+        weighted mean PyTorch's ``cross_entropy(weight=..., ignore_index=-1)`` computes.
+    """
+    check_shape("logits", logits, ("B", None))
+    check_shape("labels", labels, (logits.shape[0],))
+    ce = F.cross_entropy(logits, labels.clamp_min(0), reduction="none")  # (B,)
+    w = (labels >= 0).to(logits.dtype)
+    if weight is not None:
+        w = w * weight.to(logits.dtype)[labels.clamp_min(0)]
+    return (w * ce).sum()
+
+
+def weighted_ce_denominator(labels: torch.Tensor, weight: torch.Tensor | None) -> float:
+    """Sum of the weights of the labeled rows of ``labels`` ((B,) int64): a python float."""
+    lab = labels[labels >= 0]
+    if weight is None:
+        return float(lab.numel())
+    return float(weight[lab].sum())
+
+
+def critic_gap(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """``mean D(real) - mean D(fake)``: the Wasserstein estimate of eq. 2 (D maximises it)."""
+    return real_scores.mean() - fake_scores.mean()
+
+
+def gradient_penalty_from(scores: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP penalty ``mean_i (||grad_x D(x_i)|| - 1)^2`` ([20]) for scores computed from ``inputs``.
+
+    Args:
+        scores: (B,) critic outputs of ``inputs``.
+        inputs: (B, ...) interpolated inputs with ``requires_grad``.
+
+    Returns:
+        () float, differentiable w.r.t. D's parameters (double backward).
+    """
+    (grad,) = torch.autograd.grad(scores.sum(), inputs, create_graph=True)
+    norm = (grad.flatten(1).square().sum(1) + NORM_EPS).sqrt()  # (B,)
+    return (norm - 1.0).square().mean()
+
+
+def interpolate(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """``eps * real + (1 - eps) * fake`` with ``eps`` (B,) in [0, 1], broadcast over the rest."""
+    e = eps.to(real.dtype).view(-1, *([1] * (real.dim() - 1)))
+    return e * real + (1.0 - e) * fake
+
+
+def pair_feature_loss(features: torch.Tensor) -> torch.Tensor:
+    """Feature loss of eq. 10-11 on adjacent pairs: ``mean_i (1 - cos(f_{2i}, f_{2i+1}))``.
+
+    ``2/N * sum over the N/2 pairs`` is the mean over pairs.
+
+    Args:
+        features: (B, F) float, B even; rows 2i and 2i+1 share the compared factor's code.
+
+    Returns:
+        () float in [0, 2].
+    """
+    if features.shape[0] % 2:
+        raise ValueError(f"features: expected an even batch, got shape {tuple(features.shape)}")
+    f = features.reshape(features.shape[0] // 2, 2, -1)  # (B/2, 2, F)
+    a, b = f[:, 0], f[:, 1]
+    cos = (a * b).sum(1) / ((a.square().sum(1) * b.square().sum(1)) + NORM_EPS).sqrt()
+    return (1.0 - cos).mean()
+
+
+class GeneratorLoss(NamedTuple):
+    """Terms of eq. 8 for one batch (each a () tensor, unweighted) and the weighted total."""
+
+    total: torch.Tensor
+    gan: torch.Tensor  # -mean D(G(z))
+    cls: torch.Tensor  # CE of the labeled factor on T codes (= -L_CL)
+    feat: torch.Tensor  # sum over unlabeled factors of the pair feature loss
+    reg: torch.Tensor  # mean over the batch of the per-sample Laplacian loss
+
+
+class CriticLoss(NamedTuple):
+    """Terms of the critic's objective for one batch."""
+
+    total: torch.Tensor
+    gap: torch.Tensor  # mean D(real) - mean D(fake)
+    gp: torch.Tensor
+    cls: dict  # factor -> () weighted CE on real labeled samples

@@ -1,0 +1,602 @@
+"""The trainer of the decoupled 3D face GAN (paper §4.3, §5.1).
+
+One *step* is one generator update preceded by ``critic_steps`` critic updates:
+
+1. critic step ``k`` (of step ``s``): real batch ``r = s * critic_steps + k`` of the training
+   split (:func:`.sampling.real_batch_indices`); fakes from codes of the step's phase (or
+   random codes), computed under ``no_grad`` through the *folded* last layer
+   ``W' = M W2 / s`` (:class:`FoldedCritic`), which gives the normalised geometry image of
+   ``G(z)`` directly from G's hidden layer; instance noise on both; loss of
+   :mod:`.losses` (WGAN-GP + weighted classification on real labeled samples).
+2. generator step: phase batch of the labeled factor ``factors[s % K]`` (fixed codes T +
+   random codes shared by pairs); ``G(z)`` -> mapping -> D; eq. 8.
+
+D sees normalised displacement images: ``(mapping(vertices) - mapping(template)) / s``
+``= mapping(vertices - template) / s`` (the mapping is linear), ``s`` the dataset's
+displacement std (a scalar computed once from the training split, stored in the checkpoint
+and the model file's metadata as ``displacement_scale``). Instance noise ``sigma`` is thus in
+units of ``s``.
+
+Every draw of step ``s`` is a pure function of ``(seed, s)`` (:mod:`.sampling`), so
+``--resume`` repeats an uninterrupted run exactly (bit-exact on CPU with the same thread
+count).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fitface.errors import InputError
+from fitface.io.atomic import write_text
+
+from . import losses as L
+from .checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .distributed import (DistContext, average_gradients, average_scalars, barrier, broadcast_module,
+                          init_distributed)
+from .sampling import (LabelSampler, fixed_codes, phase_batch, phase_factor, random_batch, real_batch_indices,
+                       shared_code_batch, torch_generator)
+
+#: Training splits up to this many bytes of displacements are held in RAM as one tensor.
+PRELOAD_BYTES = 2 << 30
+#: Training samples used to estimate the displacement std ``s`` (evenly spaced, at most).
+SCALE_SAMPLES = 4000
+#: Name of the finished model file in the run folder.
+MODEL_FILE = "model.safetensors"
+
+LOSS_COLUMNS = ["step", "epoch", "phase", "d_loss", "d_gap", "d_gp", "d_cls", "g_loss", "g_gan", "g_cls",
+                "g_feat", "g_reg", "reg_share", "it_per_s", "samples_per_s", "elapsed_s"]
+
+
+def resolve_device(name: str, ctx: DistContext | None = None) -> torch.device:
+    """``"auto"`` -> CUDA (this process's local rank) when available, else CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", (ctx.local_rank if ctx else 0) % torch.cuda.device_count())
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is None and ctx is not None and ctx.enabled:
+        dev = torch.device("cuda", ctx.local_rank % torch.cuda.device_count())
+    return dev
+
+
+@dataclass
+class TrainingData:
+    """The training split prepared for the trainer.
+
+    Attributes:
+        dataset: the loaded :class:`fitface.data.format.Dataset`.
+        indices: (n,) int64 sample indices of the training split.
+        labels: (n, K) int64 labels of those samples (-1 = unlabeled).
+        template: (V, 3) float32 template (dataset unit).
+        displacements: (n, V, 3) float32 tensor in RAM, or None (then read per batch).
+        scale: ``s``, the displacement std (dataset unit).
+    """
+
+    dataset: Any
+    indices: np.ndarray
+    labels: np.ndarray
+    template: np.ndarray
+    displacements: torch.Tensor | None
+    scale: float
+
+    @property
+    def num_train(self) -> int:
+        return len(self.indices)
+
+    def batch(self, positions: np.ndarray) -> torch.Tensor:
+        """(b, V, 3) float32 displacements of the given positions of the training split."""
+        if self.displacements is not None:
+            return self.displacements.index_select(0, torch.from_numpy(positions))
+        v = self.dataset.read(self.indices[positions])
+        return torch.from_numpy(v - self.template[None])
+
+
+def displacement_scale(ds, indices: np.ndarray, template: np.ndarray) -> float:
+    """``s``: std of all displacement coordinates ``v - template`` over (a spread subset of) the
+    training split (dataset unit). Raises ``InputError`` when it is 0 (all faces equal the template)."""
+    take = indices if len(indices) <= SCALE_SAMPLES else indices[np.linspace(0, len(indices) - 1, SCALE_SAMPLES).astype(np.int64)]
+    total, total_sq, count = 0.0, 0.0, 0
+    for i0 in range(0, len(take), 256):
+        d = ds.read(take[i0:i0 + 256]).astype(np.float64) - template[None]
+        total += d.sum()
+        total_sq += np.square(d).sum()
+        count += d.size
+    mean = total / count
+    var = max(total_sq / count - mean * mean, 0.0)
+    s = math.sqrt(var)
+    if not s > 0:
+        raise InputError("training faces do not differ from the template (displacement std 0)", ds.path)
+    return s
+
+
+def prepare_data(data_dir, cfg: TrainConfig) -> TrainingData:
+    """Load the dataset and its training split; ``InputError`` (one line) on anything wrong."""
+    from fitface.data.format import load_dataset
+
+    p = Path(data_dir)
+    if not p.exists():
+        raise InputError("dataset folder not found", p)
+    ds = load_dataset(p, mmap=True)
+    idx = ds.indices(cfg.split)
+    if len(idx) < 2:
+        raise InputError(f"split {cfg.split!r} has {len(idx)} samples; at least 2 are needed", p)
+    if not ds.factors:
+        raise InputError("the dataset has no label factors (identity/expression); the trainer needs them", p)
+    template = np.asarray(ds.template_vertices, dtype=np.float32)
+    scale = displacement_scale(ds, idx, template.astype(np.float64))
+    disp = None
+    if len(idx) * ds.num_vertices * 3 * 4 <= PRELOAD_BYTES:
+        disp = torch.empty(len(idx), ds.num_vertices, 3)
+        for i0 in range(0, len(idx), 1024):
+            disp[i0:i0 + 1024] = torch.from_numpy(ds.read(idx[i0:i0 + 1024]) - template[None])
+    return TrainingData(ds, idx, ds.labels[idx].copy(), template, disp, scale)
+
+
+class FoldedCritic:
+    """Normalised geometry images of ``G(z)`` from G's hidden layer in one matmul.
+
+    ``image = M (W2 h + b2) / s`` is linear in ``h``; with ``W' = M W2 / s`` (3P x H, row
+    ``c * P + p`` = channel c, pixel p) and ``b' = M b2 / s`` it is ``W' h + b'``. ``W'`` is
+    recomputed after every generator update (:meth:`refresh`). Exact up to float rounding.
+
+    Args:
+        mapping_matrix: (P, V) torch sparse CSR mapping matrix (:meth:`GeometryMapping.matrix`).
+        image_size: S (P = S * S).
+        scale: s.
+    """
+
+    def __init__(self, mapping_matrix: torch.Tensor, image_size: int, scale: float):
+        self.M = mapping_matrix
+        self.S = int(image_size)
+        self.inv_scale = 1.0 / float(scale)
+        self.weight: torch.Tensor | None = None  # (3P, H)
+        self.bias: torch.Tensor | None = None  # (3P,)
+
+    @torch.no_grad()
+    def refresh(self, generator) -> None:
+        W2 = generator.out.weight  # (3V, H), row 3v + c
+        b2 = generator.out.bias  # (3V,)
+        V, H, P = W2.shape[0] // 3, W2.shape[1], self.S * self.S
+        Wp = (self.M @ W2.reshape(V, 3 * H)) * self.inv_scale  # (P, 3H)
+        self.weight = Wp.reshape(P, 3, H).permute(1, 0, 2).reshape(3 * P, H).contiguous()  # (3P, H)
+        bp = (self.M @ b2.reshape(V, 3)) * self.inv_scale  # (P, 3)
+        self.bias = bp.t().reshape(3 * P).contiguous()
+
+    @torch.no_grad()
+    def images(self, generator, z: torch.Tensor) -> torch.Tensor:
+        """z (B, D) -> (B, 3, S, S) normalised displacement images."""
+        h = generator.hidden(z)  # (B, H)
+        return torch.addmm(self.bias, h, self.weight.t()).view(-1, 3, self.S, self.S)
+
+
+@dataclass
+class StepResult:
+    """Scalars of one step (python floats)."""
+
+    values: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.train` returns."""
+
+    run_dir: Path
+    steps: int
+    model_path: Path | None
+    last: dict
+
+
+class Trainer:
+    """Builds models, optimisers, codes and logs for a run folder; :meth:`train` runs it.
+
+    Args:
+        data_dir: dataset folder (:mod:`fitface.data.format`).
+        cfg: resolved :class:`TrainConfig`.
+        run_dir: output folder (created); rank 0 writes ``config.json``/``config.toml``,
+            logs, checkpoints and ``model.safetensors`` there.
+        resume: continue from ``RUN_DIR/checkpoint.safetensors`` (its config wins, except
+            ``max_steps``/``epochs``/``device``/logging fields given in ``cfg``).
+        ctx: distributed context (default: joined from the torchrun environment).
+    """
+
+    def __init__(self, data_dir, cfg: TrainConfig, run_dir, resume: bool = False, ctx: DistContext | None = None):
+        from fitface.geometry.laplacian import LaplacianRegularizer
+        from fitface.geometry.mapping import GeometryMapping
+        from fitface.geometry.parameterization import harmonic_uv
+        from fitface.models.discriminator import Discriminator
+        from fitface.models.generator import Generator
+        from fitface.models.latent import LatentLayout
+
+        self.run_dir = Path(run_dir)
+        ckpt = None
+        if resume:
+            ckpt = load_checkpoint(self.run_dir / CHECKPOINT_FILE)
+            saved = TrainConfig.from_dict(ckpt.config, where=str(self.run_dir / CHECKPOINT_FILE))
+            for name in ("max_steps", "epochs", "device", "progress", "log_every", "sample_every",
+                         "checkpoint_every", "metrics_every", "tensorboard"):
+                setattr(saved, name, getattr(cfg, name))
+            cfg = saved.validate()
+        self.cfg = cfg
+        self.ctx = ctx if ctx is not None else init_distributed(cfg.device if cfg.device != "auto" else
+                                                                ("cuda" if torch.cuda.is_available() else "cpu"))
+        if cfg.batch_size % (2 * self.ctx.world_size):
+            raise InputError(f"batch_size {cfg.batch_size} must be a multiple of 2 x {self.ctx.world_size} processes")
+        self.device = resolve_device(cfg.device, self.ctx)
+        if cfg.num_threads > 0:
+            torch.set_num_threads(cfg.num_threads)
+
+        self.data = prepare_data(data_dir, cfg)
+        ds = self.data.dataset
+        if ckpt is not None and ckpt.extras.get("data_fingerprint") not in (None, ds.fingerprint):
+            raise InputError("the checkpoint was trained on another dataset (fingerprint differs)", data_dir)
+        self.factors = tuple(ds.factor_names)
+        self.num_classes = {f.name: f.num_classes for f in ds.factors}
+        self.classify = tuple(self.factors if cfg.classify is None else cfg.classify)
+        unknown = set(self.classify) - set(self.factors)
+        if unknown:
+            raise InputError(f"config: classify names {sorted(unknown)}, not factors of the dataset "
+                             f"({', '.join(self.factors)})")
+        blocks = [(f, int(cfg.latent_dims.get(f, cfg.default_factor_dim))) for f in self.factors]
+        if cfg.noise_dim > 0:
+            blocks.append(("noise", cfg.noise_dim))
+        self.layout = LatentLayout(tuple(blocks))
+
+        # --- geometry: UV, mapping, regulariser --------------------------------------
+        template64 = np.asarray(ds.template_vertices, dtype=np.float64)
+        self.uv = harmonic_uv(template64, ds.faces, what="template").uv  # (V, 2)
+        self.mapping = GeometryMapping(self.uv, ds.faces, cfg.image_size).to(self.device)
+        self.regularizer = LaplacianRegularizer(template64, ds.faces, reduction=cfg.reg_reduction,
+                                                normalized=cfg.reg_normalized).to(self.device)
+        self.scale = float(ckpt.extras["displacement_scale"]) if ckpt is not None else self.data.scale
+
+        # --- networks (seeded) --------------------------------------------------------
+        torch.manual_seed(cfg.seed)
+        self.G = Generator(self.layout.dim, ds.num_vertices, cfg.hidden, cfg.negative_slope).to(self.device)
+        self.D = Discriminator(self.num_classes, cfg.image_size, cfg.negative_slope).to(self.device)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=tuple(cfg.betas_g))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=tuple(cfg.betas_d))
+        self.codes = fixed_codes(self.layout, self.num_classes, cfg.seed)
+        self.start_step = 0
+        if ckpt is not None:
+            self.G.load_state_dict(ckpt.generator)
+            self.D.load_state_dict(ckpt.discriminator)
+            self.opt_g.load_state_dict(ckpt.opt_g)
+            self.opt_d.load_state_dict(ckpt.opt_d)
+            self.codes = {k: v.clone() for k, v in ckpt.codes.items()}
+            self.start_step = ckpt.step
+        broadcast_module(self.G, self.ctx)
+        broadcast_module(self.D, self.ctx)
+        self.codes_dev = {k: v.to(self.device) for k, v in self.codes.items()}
+
+        # --- labels, class weights, label sampling -------------------------------------
+        self.weights = {}
+        probs = {}
+        for j, f in enumerate(self.factors):
+            lab = self.data.labels[:, j]
+            self.weights[f] = torch.from_numpy(L.class_weights(lab, self.num_classes[f], cfg.class_weighting)).to(self.device)
+            counts = np.bincount(lab[lab >= 0], minlength=self.num_classes[f]).astype(np.float64)
+            if counts.sum() == 0:  # no labeled training sample: draw uniformly over all classes
+                counts[:] = 1.0
+            p = counts / counts.sum() if cfg.label_sampling == "empirical" else (counts > 0) / (counts > 0).sum()
+            probs[f] = p
+        self.sampler = LabelSampler(self.num_classes, probs)
+        self.labels_t = torch.from_numpy(self.data.labels)  # (n, K)
+
+        self.folded = FoldedCritic(self.mapping.matrix("torch").to(device=self.device, dtype=torch.float32),
+                                   cfg.image_size, self.scale) if cfg.fold_mapping else None
+        if self.folded is not None:
+            self.folded.refresh(self.G)
+        self.total_steps = cfg.total_steps(self.data.num_train)
+        self.steps_per_epoch = cfg.steps_per_epoch(self.data.num_train)
+        self.use_amp = bool(cfg.amp and self.device.type == "cuda")
+        self.timings = {"generator": 0.0, "mapping": 0.0, "discriminator": 0.0, "regularizer": 0.0}
+        self.profile = False
+
+    # ------------------------------------------------------------------ helpers
+    def fingerprint(self) -> str:
+        return self.data.dataset.fingerprint
+
+    def _images(self, disp: torch.Tensor) -> torch.Tensor:
+        """(b, V, 3) displacements -> (b, 3, S, S) normalised images (differentiable)."""
+        return self.mapping(disp) * (1.0 / self.scale)
+
+    def _noise(self, like: torch.Tensor, step: int, tag: str) -> torch.Tensor:
+        if self.cfg.instance_noise <= 0:
+            return like
+        g = torch_generator(self.cfg.seed, step, f"noise/{tag}", self.ctx.rank, device=self.device)
+        return like + self.cfg.instance_noise * torch.randn(like.shape, generator=g, device=self.device,
+                                                            dtype=like.dtype)
+
+    def _codes(self, step: int, stream: str, k: int = 0, mode: str = "phase"):
+        """Global phase batch of ``step`` (CPU draws) -> this process's shard on the device."""
+        g = torch_generator(self.cfg.seed, step, stream, k)
+        n = self.cfg.batch_size
+        if mode == "random":
+            pb = random_batch(self.layout, n, g)
+        else:
+            pb = phase_batch(self.layout, self.codes, self.sampler, phase_factor(self.factors, step), n, g)
+        sh = self.ctx.shard(n)
+        z = pb.z[sh].to(self.device)
+        labels = None if pb.labels is None else pb.labels[sh].to(self.device)
+        return z, pb.factor, labels
+
+    def _fake_images_nograd(self, z: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            if self.folded is not None:
+                return self.folded.images(self.G, z)
+            return self._images(self.G(z))
+
+    def _tick(self, key: str, t0: float) -> float:
+        if self.profile:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            t = time.perf_counter()
+            self.timings[key] += t - t0
+            return t
+        return t0
+
+    # ------------------------------------------------------------------ one step
+    def critic_step(self, step: int, k: int) -> dict:
+        cfg, ctx = self.cfg, self.ctx
+        B = cfg.batch_size
+        t0 = time.perf_counter()
+        pos = real_batch_indices(cfg.seed, step * max(1, cfg.critic_steps) + k, self.data.num_train, B)  # global (B,)
+        local = pos[ctx.shard(B)]
+        real_disp = self.data.batch(local).to(self.device)  # (b, V, 3)
+        labels_g = self.labels_t[torch.from_numpy(pos)]  # (B, K) global labels
+        labels = labels_g[ctx.shard(B)].to(self.device)  # (b, K)
+        z, _, _ = self._codes(step, "critic_codes", k, mode=cfg.critic_codes)
+        t0 = self._tick("discriminator", t0)
+        real = self._images(real_disp)
+        t0 = self._tick("mapping", t0)
+        fake = self._fake_images_nograd(z)
+        t0 = self._tick("generator", t0)
+        real = self._noise(real, step, f"real{k}")
+        fake = self._noise(fake, step, f"fake{k}")
+        eps = torch.rand(B, generator=torch_generator(cfg.seed, step, "gp", k))[ctx.shard(B)].to(self.device)
+        x_hat = L.interpolate(real, fake, eps).requires_grad_(True)
+
+        b = real.shape[0]
+        with torch.autocast(self.device.type, enabled=self.use_amp):
+            trunk = self.D.trunk(torch.cat([real, fake, x_hat]))  # (3b, C, S/4, S/4)
+            _, scores = self.D.critic(trunk)
+            scores = scores.squeeze(1).float()  # (3b,)
+        gap = L.critic_gap(scores[:b], scores[b:2 * b])
+        gp = L.gradient_penalty_from(scores[2 * b:], x_hat)
+        total = -gap + cfg.gp_weight * gp
+        cls = {}
+        for j, f in enumerate(self.factors):
+            if f not in self.classify or cfg.lambda_c == 0:
+                continue
+            denom = L.weighted_ce_denominator(labels_g[:, j], self.weights[f].cpu())
+            if denom <= 0:
+                continue
+            with torch.autocast(self.device.type, enabled=self.use_amp):
+                _, logits = self.D.classifiers[f](trunk[:b])
+            ce = L.weighted_ce_sum(logits.float(), labels[:, j], self.weights[f]) / denom * ctx.world_size
+            cls[f] = ce
+            total = total + cfg.lambda_c * ce
+        self.opt_d.zero_grad(set_to_none=True)
+        total.backward()
+        average_gradients(list(self.D.parameters()), ctx)
+        self.opt_d.step()
+        self._tick("discriminator", t0)
+        out = {"d_loss": total.item(), "d_gap": gap.item(), "d_gp": gp.item(),
+               "d_cls": sum(v.item() for v in cls.values())}
+        return out
+
+    def generator_step(self, step: int) -> dict:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        z, factor, labels = self._codes(step, "codes")
+        for p in self.D.parameters():
+            p.requires_grad_(False)
+        try:
+            with torch.autocast(self.device.type, enabled=self.use_amp):
+                disp = self.G(z)  # (b, V, 3)
+            disp = disp.float()
+            t0 = self._tick("generator", t0)
+            reg = self.regularizer(disp).mean() if cfg.lambda_reg > 0 else disp.new_zeros(())
+            t0 = self._tick("regularizer", t0)
+            img = self._noise(self._images(disp), step, "gen")
+            t0 = self._tick("mapping", t0)
+            with torch.autocast(self.device.type, enabled=self.use_amp):
+                out = self.D(img)
+            gan = -out.critic.float().mean()
+            cls = disp.new_zeros(())
+            if factor in self.classify and cfg.lambda_cls > 0:
+                cls = F.cross_entropy(out.logits[factor].float(), labels)
+            feat = disp.new_zeros(())
+            if cfg.lambda_feat > 0:
+                for f in self.factors:
+                    if f != factor:
+                        feat = feat + L.pair_feature_loss(out.features[f].float())
+            total = cfg.lambda_gan * gan + cfg.lambda_cls * cls + cfg.lambda_feat * feat + cfg.lambda_reg * reg
+            self.opt_g.zero_grad(set_to_none=True)
+            total.backward()
+        finally:
+            for p in self.D.parameters():
+                p.requires_grad_(True)
+        average_gradients(list(self.G.parameters()), self.ctx)
+        self.opt_g.step()
+        if self.folded is not None:
+            self.folded.refresh(self.G)
+        self._tick("discriminator", t0)  # D forward/backward dominate the remainder
+        v = {"g_loss": total.item(), "g_gan": gan.item(), "g_cls": cls.item(), "g_feat": feat.item(),
+             "g_reg": reg.item()}
+        terms = [abs(cfg.lambda_gan * v["g_gan"]), abs(cfg.lambda_cls * v["g_cls"]),
+                 abs(cfg.lambda_feat * v["g_feat"]), abs(cfg.lambda_reg * v["g_reg"])]
+        v["reg_share"] = terms[3] / sum(terms) if sum(terms) > 0 else 0.0
+        v["phase"] = factor
+        return v
+
+    def step(self, step: int) -> dict:
+        """Run step ``step`` (0-based): the critic steps then the generator step."""
+        vals: dict[str, Any] = {}
+        for k in range(self.cfg.critic_steps):
+            d = self.critic_step(step, k)
+            vals = d  # the last critic step's values are logged
+        vals = dict(vals)
+        vals.update(self.generator_step(step))
+        return vals
+
+    # ------------------------------------------------------------------ run
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, D) codes -> (B, V, 3) vertex positions (CPU float32)."""
+        with torch.no_grad():
+            t = torch.from_numpy(self.data.template).to(self.device)
+            return (self.G(z.to(self.device)) + t).float().cpu()
+
+    def save_checkpoint(self, steps_done: int) -> None:
+        if self.ctx.is_main:
+            save_checkpoint(self.run_dir, steps_done, self.cfg.to_dict(), self.G, self.D, self.opt_g, self.opt_d,
+                            self.codes, extras={"data_fingerprint": self.fingerprint(),
+                                                "displacement_scale": self.scale})
+        barrier(self.ctx)
+
+    def build_face_model(self, steps_done: int):
+        from fitface.models.face_model import FaceModel
+
+        ds = self.data.dataset
+        meta = {"displacement_scale": self.scale, "trained_steps": int(steps_done),
+                "dataset": {"fingerprint": ds.fingerprint, "path": str(ds.path), "num_train": self.data.num_train,
+                            "info": ds.info},
+                "recipe": self.cfg.recipe}
+        classes = {f.name: list(f.classes) for f in ds.factors}
+        G = self.G.to("cpu") if self.device.type != "cpu" else self.G
+        model = FaceModel(ds.template_vertices, ds.faces, self.uv, self.layout, G, unit=ds.unit,
+                          landmark_sets=ds.landmark_sets, image_size=self.cfg.image_size, classes=classes,
+                          metadata=json.loads(json.dumps(meta, default=str)))
+        return model
+
+    def save_model(self, steps_done: int) -> Path:
+        from fitface.models.model_file import save_model
+
+        path = self.run_dir / MODEL_FILE
+        model = self.build_face_model(steps_done)
+        D = self.D.to("cpu") if self.device.type != "cpu" else self.D
+        save_model(path, model, discriminator=D, training_config=self.cfg.to_dict(), data_fingerprint=self.fingerprint())
+        self.G.to(self.device)
+        self.D.to(self.device)
+        return path
+
+    def train(self, callback: Callable[[int, dict], None] | None = None, save_model: bool = True) -> TrainResult:
+        """Run from :attr:`start_step` to :attr:`total_steps`; returns a :class:`TrainResult`."""
+        from .logs import CsvLog, TensorBoardLog, sample_grid, write_png
+
+        cfg, ctx, main = self.cfg, self.ctx, self.ctx.is_main
+        resuming = self.start_step > 0
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_text(self.run_dir / "config.json", cfg.to_json() + "\n")
+            write_text(self.run_dir / "config.toml", cfg.to_toml())
+            (self.run_dir / "samples").mkdir(exist_ok=True)
+            loss_log = CsvLog(self.run_dir / "losses.csv", LOSS_COLUMNS,
+                              resume_step=self.start_step if resuming else None)
+            metric_cols = ["step", "div_global"] + [f"div_shared_{f}" for f in self.factors] + \
+                          ["specificity", "near_share", "near_threshold"]
+            metric_log = CsvLog(self.run_dir / "metrics.csv", metric_cols,  # rows hold steps *done*
+                                resume_step=self.start_step + 1 if resuming else None)
+            tb = TensorBoardLog(self.run_dir / "tensorboard", cfg.tensorboard,
+                                purge_step=self.start_step if resuming else None)
+        evaluator = None
+
+        def run_metrics(step_done: int):
+            nonlocal evaluator
+            if not main:
+                return
+            from .metrics import ProgressEvaluator
+
+            if evaluator is None:
+                n = self.data.num_train
+                m = n if cfg.metrics_max_train == 0 else min(n, cfg.metrics_max_train)
+                pos = np.linspace(0, n - 1, m).astype(np.int64)
+                ref = self.data.batch(pos) + torch.from_numpy(self.data.template)[None]
+                evaluator = ProgressEvaluator(ref, self.data.template, self.layout, cfg.metrics_samples,
+                                              cfg.metrics_pairs, cfg.near_threshold, seed=cfg.seed + 12345)
+            pm = evaluator(self.decode)
+            row = {"step": step_done, **pm.as_row(), "near_threshold": cfg.near_threshold}
+            metric_log.write(row)
+            tb.scalars(step_done, pm.as_row(), prefix="metrics/")
+            return pm
+
+        def run_grid(step_done: int):
+            if not main:
+                return
+            g = torch.Generator().manual_seed(cfg.seed + 777)
+            n = cfg.grid_columns
+            blocks = [self.decode(shared_code_batch(self.layout, None, n, g))]
+            titles = ["random"]
+            for f in reversed(self.factors):  # Fig. 3: shared expression, then shared identity
+                blocks.append(self.decode(shared_code_batch(self.layout, f, n, g)))
+                titles.append(f"same {f}")
+            img = sample_grid([b.numpy() for b in blocks], self.data.dataset.faces, cfg.grid_cell, titles)
+            write_png(self.run_dir / "samples" / f"step_{step_done:07d}.png", img)
+            tb.image("samples", img, step_done)
+
+        bar = None
+        if main and cfg.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=self.total_steps, initial=self.start_step, unit="it", dynamic_ncols=True, leave=True)
+        last: dict = {}
+        t_start = time.perf_counter()
+        t_window, n_window = time.perf_counter(), 0
+        rate = float("nan")
+        for s in range(self.start_step, self.total_steps):
+            vals = self.step(s)
+            n_window += 1
+            done = s + 1
+            if done % cfg.log_every == 0 or done == self.total_steps:
+                now = time.perf_counter()
+                rate = n_window / max(now - t_window, 1e-9)
+                t_window, n_window = now, 0
+                vals = {**average_scalars({k: v for k, v in vals.items() if k != "phase"}, ctx), "phase": vals["phase"]}
+                row = {"step": s, "epoch": done / self.steps_per_epoch, **vals, "it_per_s": rate,
+                       "samples_per_s": rate * cfg.batch_size, "elapsed_s": now - t_start}
+                if main:
+                    loss_log.write(row)
+                    tb.scalars(s, {k: v for k, v in row.items() if k not in ("step", "phase")}, prefix="train/")
+            last = vals
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(d=f"{vals['d_loss']:.3g}", g=f"{vals['g_loss']:.3g}", reg=f"{vals['g_reg']:.3g}",
+                                refresh=False)
+            if callback is not None:
+                callback(s, vals)
+            if cfg.metrics_every and done % cfg.metrics_every == 0 and done != self.total_steps:
+                run_metrics(done)
+            if cfg.sample_every and done % cfg.sample_every == 0 and done != self.total_steps:
+                run_grid(done)
+            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done != self.total_steps:
+                self.save_checkpoint(done)
+        if bar is not None:
+            bar.close()
+        final = max(self.total_steps, self.start_step)
+        model_path = None
+        if final > self.start_step or not (self.run_dir / MODEL_FILE).exists():
+            if main:
+                run_metrics(final)
+                run_grid(final)
+            self.save_checkpoint(final)
+            if save_model and main:
+                model_path = self.save_model(final)
+        else:
+            model_path = self.run_dir / MODEL_FILE
+        barrier(ctx)
+        if main:
+            tb.close()
+        return TrainResult(self.run_dir, final, model_path, last)
