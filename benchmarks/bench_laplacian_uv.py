@@ -11,21 +11,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import time
-from pathlib import Path
 
 import numpy as np
+from common import ICT_NPZ, median_ms
 
 
-def _median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return 1e3 * float(np.median(ts))
 
 
 def main() -> None:
@@ -39,24 +29,22 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--batch", type=int, default=64)
     args = ap.parse_args()
-
-    shared = Path(os.environ.get("FITFACE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
-    npz = shared / "data" / "ict_face_light.npz"
+    npz = ICT_NPZ
     if not npz.is_file():
         raise SystemExit(f"shared ICT data not found at {npz}")
     with np.load(npz) as z:
         v, f = z["neutral"].astype(np.float64), z["faces"].astype(np.int64)
 
     print(f"ICT neutral: V={len(v)}, F={len(f)}; median of {args.repeats} (ms)")
-    print(f"  cotangent_laplacian      {_median_ms(lambda: cotangent_laplacian(v, f), args.repeats):8.1f}")
-    print(f"  check_disk_like          {_median_ms(lambda: check_disk_like(f, len(v)), args.repeats):8.1f}")
+    print(f"  cotangent_laplacian      {median_ms(lambda: cotangent_laplacian(v, f), args.repeats):8.1f}")
+    print(f"  check_disk_like          {median_ms(lambda: check_disk_like(f, len(v)), args.repeats):8.1f}")
     res = harmonic_uv(v, f)
     logging.getLogger("fitface.geometry.parameterization").setLevel(logging.ERROR)  # fallback already shown
-    print(f"  harmonic_uv auto         {_median_ms(lambda: harmonic_uv(v, f), args.repeats):8.1f}"
+    print(f"  harmonic_uv auto         {median_ms(lambda: harmonic_uv(v, f), args.repeats):8.1f}"
           f"   -> {res.weights}, attempts {res.attempts}")
     for w in WEIGHTS:
         r = harmonic_uv(v, f, weights=w)
-        ms = _median_ms(lambda: harmonic_uv(v, f, weights=w), args.repeats)
+        ms = median_ms(lambda: harmonic_uv(v, f, weights=w), args.repeats)
         print(f"  harmonic_uv {w:<14} {ms:8.1f}   -> {r.flipped} flipped")
 
     reg = LaplacianRegularizer(v, f)
@@ -66,9 +54,9 @@ def main() -> None:
         reg(d).mean().backward()
 
     with torch.no_grad():
-        ms = _median_ms(lambda: reg(d), args.repeats)
+        ms = median_ms(lambda: reg(d), args.repeats)
     print(f"  regularizer fwd  B={args.batch:<4} {ms:8.1f}")
-    print(f"  regularizer f+b  B={args.batch:<4} {_median_ms(fwd_bwd, args.repeats):8.1f}")
+    print(f"  regularizer f+b  B={args.batch:<4} {median_ms(fwd_bwd, args.repeats):8.1f}")
 
 
 if __name__ == "__main__":

@@ -9,21 +9,12 @@ of 97 x 97 = 9,409 vertices. Reports median wall times (ms) of both implementati
 from __future__ import annotations
 
 import argparse
-import os
 import time
-from pathlib import Path
 
 import numpy as np
+from common import ICT_NPZ, median_ms
 
 
-def _median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up (builds the cached CSR matrix)
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return 1e3 * float(np.median(ts))
 
 
 def _grid(n: int):
@@ -48,9 +39,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-
-    shared = Path(os.environ.get("FITFACE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-    ict = shared / "data" / "ict_face_light.npz"
+    ict = ICT_NPZ
     if ict.is_file():
         from fitface.geometry.parameterization import harmonic_uv
 
@@ -79,8 +68,8 @@ def main() -> None:
             x.grad = None
             m(x).backward(g)
 
-        print(f"  {method:<7} forward {_median_ms(fwd, args.repeats):6.2f} ms   "
-              f"forward+backward {_median_ms(fwd_bwd, args.repeats):6.2f} ms (median of {args.repeats})")
+        print(f"  {method:<7} forward {median_ms(fwd, args.repeats):6.2f} ms   "
+              f"forward+backward {median_ms(fwd_bwd, args.repeats):6.2f} ms (median of {args.repeats})")
 
 
 if __name__ == "__main__":

@@ -8,21 +8,11 @@ faces) and, when the shared data is present, of the ICT neutral (18,460 faces).
 from __future__ import annotations
 
 import argparse
-import os
-import time
-from pathlib import Path
 
 import numpy as np
+from common import ICT_NPZ, median_ms
 
 
-def _median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return 1e3 * float(np.median(ts))
 
 
 def main() -> None:
@@ -40,8 +30,7 @@ def main() -> None:
     meshes = {}
     m = trimesh.creation.icosphere(subdivisions=5)
     meshes["icosphere5"] = (np.asarray(m.vertices), np.asarray(m.faces, dtype=np.int64))
-    shared = Path(os.environ.get("FITFACE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-    ict = shared / "data" / "ict_face_light.npz"
+    ict = ICT_NPZ
     if ict.is_file():
         with np.load(ict) as z:
             meshes["ict"] = (z["neutral"].astype(np.float64), z["faces"].astype(np.int64))
@@ -51,10 +40,10 @@ def main() -> None:
     for name, (v, f) in meshes.items():
         cam = frame_mesh(v, s)
         xy, depth = cam.project(v)
-        t_r = _median_ms(lambda: rasterize(xy[f], s, s, depth[f]), args.repeats)
-        t_s = _median_ms(lambda: render_shaded(v, f, camera=cam), args.repeats)
-        t_c = _median_ms(lambda: render_shaded(v, f, camera=cam, cull_backfaces=True), args.repeats)
-        t_n = _median_ms(lambda: render_normals(v, f, camera=cam), args.repeats)
+        t_r = median_ms(lambda: rasterize(xy[f], s, s, depth[f]), args.repeats)
+        t_s = median_ms(lambda: render_shaded(v, f, camera=cam), args.repeats)
+        t_c = median_ms(lambda: render_shaded(v, f, camera=cam, cull_backfaces=True), args.repeats)
+        t_n = median_ms(lambda: render_normals(v, f, camera=cam), args.repeats)
         print(f"{name:<12} {len(f):>6} {t_r:>8.1f} {t_s:>8.1f} {t_c:>12.1f} {t_n:>8.1f}")
 
 

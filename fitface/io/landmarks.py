@@ -44,6 +44,7 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 
 from fitface.errors import InputError
+from fitface.io.files import read_input_bytes
 from fitface.io.atomic import atomic_path, write_text
 from fitface.units import UNITS
 
@@ -109,7 +110,7 @@ def read_landmarks(path: str | os.PathLike) -> Landmarks:
             an unknown unit.
     """
     p = Path(path)
-    data = _read_bytes(p)
+    data = read_input_bytes(p)
     kind = _kind(p, data)
     if kind == ".npy":
         points, unit, names = _parse_npy(data, p)
@@ -140,18 +141,6 @@ def read_landmarks(path: str | os.PathLike) -> Landmarks:
     return Landmarks(points, unit, names)
 
 
-def _read_bytes(p: Path) -> bytes:
-    if not p.exists():
-        raise InputError("file does not exist", p)
-    if p.is_dir():
-        raise InputError("is a directory, expected a file", p)
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise InputError(f"cannot read file ({e.strerror or e})", p) from None
-    if not data:
-        raise InputError("file is empty (0 bytes)", p)
-    return data
 
 
 def _decode(data: bytes, p: Path) -> str:

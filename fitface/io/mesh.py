@@ -35,6 +35,7 @@ import numpy as np
 
 from fitface.checks import check_faces, check_finite, check_shape
 from fitface.errors import InputError
+from fitface.io.files import read_input_bytes
 from fitface.io.atomic import atomic_path
 
 #: Suffixes :func:`load_mesh` reads and :func:`save_mesh` writes (lower case).
@@ -88,24 +89,12 @@ def load_mesh(path: str | os.PathLike, require_faces: bool = True) -> Mesh:
         raise InputError(
             f"unknown mesh format {p.suffix or '(no suffix)'!r}; use one of {', '.join(MESH_SUFFIXES)}", p
         )
-    data = _read_bytes(p)
+    data = read_input_bytes(p)
     reader = {".ply": _parse_ply, ".obj": _parse_obj, ".off": _parse_off, ".stl": _parse_stl}[suffix]
     vertices, faces, colors = reader(data, p)
     return _validated(vertices, faces, colors, p, require_faces)
 
 
-def _read_bytes(p: Path) -> bytes:
-    if not p.exists():
-        raise InputError("file does not exist", p)
-    if p.is_dir():
-        raise InputError("is a directory, expected a file", p)
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise InputError(f"cannot read file ({e.strerror or e})", p) from None
-    if not data:
-        raise InputError("file is empty (0 bytes)", p)
-    return data
 
 
 def _validated(vertices, faces, colors, p: Path, require_faces: bool) -> Mesh:
