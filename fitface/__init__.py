@@ -10,7 +10,11 @@ __version__ = "0.1.0"
 
 from fitface.errors import FitfaceError, InputError, NoFaceError  # noqa: E402
 
-__all__ = ["__version__", "FitfaceError", "InputError", "NoFaceError", "load_model"]
+__all__ = ["__version__", "FitfaceError", "InputError", "NoFaceError", "load_model",
+           "fit", "fit_batch", "retarget", "sample", "interpolate", "add_landmark_set"]
+
+#: Public functions of :mod:`fitface.api` (numpy only; importing them never imports torch).
+_API = ("fit", "fit_batch", "retarget", "sample", "interpolate", "add_landmark_set")
 
 
 def __getattr__(name: str):
@@ -20,4 +24,8 @@ def __getattr__(name: str):
         from fitface.models.model_file import load_model
 
         return load_model
+    if name in _API:
+        from fitface import api
+
+        return getattr(api, name)
     raise AttributeError(f"module 'fitface' has no attribute {name!r}")

@@ -22,10 +22,10 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+from fitface.landmarks.sets import LandmarkSet
 from torch import nn
 
 from fitface.checks import check_faces, check_shape
-from fitface.landmarks.sets import LandmarkSet
 from fitface.units import check_unit
 
 from .generator import Generator

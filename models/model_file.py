@@ -449,7 +449,6 @@ def load_model(
         InputError: with a one-line message naming the file (see :func:`read_model_file`).
     """
     import torch
-
     from fitface.landmarks.sets import LandmarkSet
 
     from .face_model import FaceModel
@@ -503,3 +502,71 @@ def load_discriminator(
     disc.load_state_dict({k[len(prefix):]: v.to(dtype) for k, v in mf.tensors.items() if k.startswith(prefix)},
                          assign=True)
     return disc.to(device)
+
+
+def read_tensor(path: str | os.PathLike, key: str):
+    """One tensor of a model file as a numpy array, without torch (e.g. ``"faces"``)."""
+    from safetensors import safe_open
+
+    src = Path(path)
+    try:
+        with safe_open(str(src), framework="np") as f:
+            if key not in f.keys():  # noqa: SIM118 (safe_open has no __contains__)
+                raise InputError(f"model file has no tensor {key!r}", src)
+            return f.get_tensor(key)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (safetensors' own error types)
+        raise InputError(f"cannot read model tensors: {_one_line(exc)}", src) from None
+
+
+def add_landmark_set(path: str | os.PathLike, landmark_set, out: str | os.PathLike | None = None,
+                     replace: bool = False) -> str:
+    """Store ``landmark_set`` (a :class:`fitface.landmarks.sets.LandmarkSet`) in a model file.
+
+    The set is stored like the built-in ones (``landmarks.<name>.face_index`` / ``.bary``
+    tensors and its name in the document's ``landmark_sets``); every other tensor and field is
+    kept. Written atomically to ``out`` (default: in place); the new header is validated before
+    it replaces anything. The file's hash, hence its ``model_id``, changes.
+
+    Returns:
+        The new file's model id.
+
+    Raises:
+        InputError: not a model file, a bad set name, a set of that name exists (unless
+            ``replace``), or triangle indices out of range.
+    """
+    import re
+
+    import numpy as np
+    from safetensors import safe_open
+    from safetensors.numpy import save as st_save
+
+    from fitface.io.atomic import atomic_path
+
+    src = Path(path)
+    doc = read_metadata(src)
+    name = landmark_set.name
+    if not re.fullmatch(r"[A-Za-z0-9_\-]+", str(name) or ""):
+        raise InputError(f"landmark set name {name!r}: use letters, digits, '_' or '-' (no '.')")
+    if name in doc["landmark_sets"] and not replace:
+        raise InputError(f"the model already has a landmark set {name!r} (pass --replace to overwrite it)", src)
+    try:
+        with safe_open(str(src), framework="np") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    except Exception as exc:  # noqa: BLE001 (safetensors' own error types)
+        raise InputError(f"cannot read model tensors: {_one_line(exc)}", src) from None
+    num_faces = int(tensors["faces"].shape[0])
+    fi = np.ascontiguousarray(landmark_set.face_index, dtype=np.int64)
+    if fi.size and (fi.min() < 0 or fi.max() >= num_faces):
+        raise InputError(f"landmark set {name!r}: triangle index out of range [0, {num_faces})", src)
+    tensors[f"landmarks.{name}.face_index"] = fi
+    tensors[f"landmarks.{name}.bary"] = np.ascontiguousarray(landmark_set.bary, dtype=np.float64)
+    if name not in doc["landmark_sets"]:
+        doc["landmark_sets"].append(name)
+    data = st_save(tensors, metadata={METADATA_KEY: json.dumps(doc, default=str, ensure_ascii=True)})
+    target = Path(out) if out is not None else src
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+        read_metadata(tmp)  # the new header must validate before it replaces anything
+    return file_model_id(data)

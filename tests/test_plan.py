@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from fitface.data.emotions import EMOTIONS, NEUTRAL
-from fitface.data.plan import MIXTURE, POSED, SPONTANEOUS, STATIC, plan_samples, split_by_identity
+from fitface.data.plan import (
+    MIXTURE,
+    POSED,
+    SPONTANEOUS,
+    STATIC,
+    plan_samples,
+    split_by_identity,
+)
 
 #: The paper's expression-labeled fraction (§5.2) and the band the plan must keep around it.
 PAPER_LABELED_FRACTION = 0.07

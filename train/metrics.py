@@ -136,10 +136,12 @@ class ProgressMetrics:
     specificity: float  # mean nearest-training MVD
     near_share: float  # fraction of samples with nearest MVD < threshold
     threshold: float
+    quantiles: dict = None  # "p10", "p50", "p90" of the nearest-training MVD
 
     def as_row(self) -> dict:
         row = {f"div_{k}": v for k, v in self.diversity.items()}
         row.update(specificity=self.specificity, near_share=self.near_share)
+        row.update({f"nearest_{k}": v for k, v in (self.quantiles or {}).items()})
         return row
 
 
@@ -178,17 +180,20 @@ class ProgressEvaluator:
         layout: latent layout.
         num_samples: generated samples for specificity / near share.
         num_pairs: pairs per diversity value.
-        threshold: near-training threshold (model unit).
+        threshold: near-training threshold (model unit); None = ``near_fraction`` x the
+            template's nearest-training MVD (:attr:`template_distance`).
         seed: fixes the evaluation codes (the same codes at every evaluation).
     """
 
     def __init__(self, reference: torch.Tensor, template: np.ndarray, layout, num_samples: int, num_pairs: int,
-                 threshold: float, seed: int):
+                 threshold: float | None, seed: int, near_fraction: float = 0.75):
         self.nearest = NearestFace(reference, vertex_groups(template))
         self.layout = layout
         self.num_samples = int(num_samples)
         self.num_pairs = int(num_pairs)
-        self.threshold = float(threshold)
+        #: MVD of the template (the mean face) to its nearest training face.
+        self.template_distance = float(self.nearest(torch.as_tensor(template, dtype=torch.float32)[None])[0][0])
+        self.threshold = float(threshold) if threshold is not None else near_fraction * self.template_distance
         self.seed = int(seed)
 
     @torch.no_grad()
@@ -198,4 +203,5 @@ class ProgressEvaluator:
         samples = torch.cat([decode(z[i:i + 64]) for i in range(0, len(z), 64)])
         d, _ = self.nearest(samples)
         div = diversity(decode, self.layout, self.num_pairs, g)
-        return ProgressMetrics(div, float(d.mean()), float((d < self.threshold).float().mean()), self.threshold)
+        q = {f"p{p}": float(torch.quantile(d, p / 100)) for p in (10, 50, 90)}
+        return ProgressMetrics(div, float(d.mean()), float((d < self.threshold).float().mean()), self.threshold, q)

@@ -54,8 +54,21 @@ SCALE_SAMPLES = 4000
 #: Name of the finished model file in the run folder.
 MODEL_FILE = "model.safetensors"
 
+#: Config fields a resumed run must keep (they decide shapes, draws or the meaning of a step).
+RESUME_FIXED = ("seed", "latent_dims", "default_factor_dim", "noise_dim", "hidden", "negative_slope", "image_size",
+                "batch_size", "critic_steps", "split", "classify", "label_sampling", "critic_codes", "log_every")
+
 LOSS_COLUMNS = ["step", "epoch", "phase", "d_loss", "d_gap", "d_gp", "d_cls", "g_loss", "g_gan", "g_cls",
                 "g_feat", "g_reg", "reg_share", "it_per_s", "samples_per_s", "elapsed_s"]
+
+
+def resume_config(run_dir, overrides: dict | None = None) -> TrainConfig:
+    """The config of the run checkpointed in ``run_dir`` with ``overrides`` applied (validated)."""
+    from .config import apply_overrides
+
+    ckpt = load_checkpoint(Path(run_dir) / CHECKPOINT_FILE)
+    cfg = TrainConfig.from_dict(ckpt.config, where=str(Path(run_dir) / CHECKPOINT_FILE))
+    return apply_overrides(cfg, overrides or {}, where="override").validate()
 
 
 def resolve_device(name: str, ctx: DistContext | None = None) -> torch.device:
@@ -207,8 +220,9 @@ class Trainer:
         cfg: resolved :class:`TrainConfig`.
         run_dir: output folder (created); rank 0 writes ``config.json``/``config.toml``,
             logs, checkpoints and ``model.safetensors`` there.
-        resume: continue from ``RUN_DIR/checkpoint.safetensors`` (its config wins, except
-            ``max_steps``/``epochs``/``device``/logging fields given in ``cfg``).
+        resume: continue from ``RUN_DIR/checkpoint.safetensors``; ``cfg`` must keep the
+            checkpoint's :data:`RESUME_FIXED` fields (use :func:`resume_config`), other fields
+            (steps, learning rates, logging ...) may change.
         ctx: distributed context (default: joined from the torchrun environment).
     """
 
@@ -225,10 +239,10 @@ class Trainer:
         if resume:
             ckpt = load_checkpoint(self.run_dir / CHECKPOINT_FILE)
             saved = TrainConfig.from_dict(ckpt.config, where=str(self.run_dir / CHECKPOINT_FILE))
-            for name in ("max_steps", "epochs", "device", "progress", "log_every", "sample_every",
-                         "checkpoint_every", "metrics_every", "tensorboard"):
-                setattr(saved, name, getattr(cfg, name))
-            cfg = saved.validate()
+            changed = [n for n in RESUME_FIXED if getattr(saved, n) != getattr(cfg, n)]
+            if changed:
+                raise InputError(f"--resume: cannot change {', '.join(changed)} of the checkpointed run "
+                                 f"({', '.join(f'{n}={getattr(saved, n)!r}' for n in changed)})", self.run_dir)
         self.cfg = cfg
         self.ctx = ctx if ctx is not None else init_distributed(cfg.device if cfg.device != "auto" else
                                                                 ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -302,6 +316,8 @@ class Trainer:
         self.total_steps = cfg.total_steps(self.data.num_train)
         self.steps_per_epoch = cfg.steps_per_epoch(self.data.num_train)
         self.use_amp = bool(cfg.amp and self.device.type == "cuda")
+        #: Sums and counts of the current log window (restored on resume: logs stay exact).
+        self.window: dict[str, list] = dict(ckpt.extras.get("log_window", {})) if ckpt is not None else {}
         self.timings = {"generator": 0.0, "mapping": 0.0, "discriminator": 0.0, "regularizer": 0.0}
         self.profile = False
 
@@ -453,6 +469,32 @@ class Trainer:
         vals.update(self.generator_step(step))
         return vals
 
+    # ------------------------------------------------------------------ log windows
+    def loss_columns(self) -> list[str]:
+        """CSV columns: LOSS_COLUMNS plus ``g_cls_<factor>`` (the classification loss of each phase)."""
+        i = LOSS_COLUMNS.index("g_feat")
+        return LOSS_COLUMNS[:i] + [f"g_cls_{f}" for f in self.factors] + LOSS_COLUMNS[i:]
+
+    def _accumulate(self, vals: dict) -> None:
+        """Add one step's values to the current log window (sums and counts; saved in checkpoints)."""
+        acc = self.window
+        for k, v in vals.items():
+            if k == "phase":
+                continue
+            acc.setdefault(k, [0.0, 0])
+            acc[k][0] += float(v)
+            acc[k][1] += 1
+        key = f"g_cls_{vals['phase']}"
+        acc.setdefault(key, [0.0, 0])
+        acc[key][0] += float(vals["g_cls"])
+        acc[key][1] += 1
+
+    def _window_means(self) -> dict:
+        """Means over the steps of the window (each ``g_cls_<f>`` over its own phase's steps); resets it."""
+        out = {k: s / n for k, (s, n) in sorted(self.window.items()) if n}
+        self.window = {}
+        return out
+
     # ------------------------------------------------------------------ run
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(B, D) codes -> (B, V, 3) vertex positions (CPU float32)."""
@@ -464,7 +506,7 @@ class Trainer:
         if self.ctx.is_main:
             save_checkpoint(self.run_dir, steps_done, self.cfg.to_dict(), self.G, self.D, self.opt_g, self.opt_d,
                             self.codes, extras={"data_fingerprint": self.fingerprint(),
-                                                "displacement_scale": self.scale})
+                                                "displacement_scale": self.scale, "log_window": self.window})
         barrier(self.ctx)
 
     def build_face_model(self, steps_done: int):
@@ -504,10 +546,11 @@ class Trainer:
             write_text(self.run_dir / "config.json", cfg.to_json() + "\n")
             write_text(self.run_dir / "config.toml", cfg.to_toml())
             (self.run_dir / "samples").mkdir(exist_ok=True)
-            loss_log = CsvLog(self.run_dir / "losses.csv", LOSS_COLUMNS,
+            loss_log = CsvLog(self.run_dir / "losses.csv", self.loss_columns(),
                               resume_step=self.start_step if resuming else None)
             metric_cols = ["step", "div_global"] + [f"div_shared_{f}" for f in self.factors] + \
-                          ["specificity", "near_share", "near_threshold"]
+                          ["specificity", "nearest_p10", "nearest_p50", "nearest_p90", "near_share", "near_threshold",
+                           "template_distance"]
             metric_log = CsvLog(self.run_dir / "metrics.csv", metric_cols,  # rows hold steps *done*
                                 resume_step=self.start_step + 1 if resuming else None)
             tb = TensorBoardLog(self.run_dir / "tensorboard", cfg.tensorboard,
@@ -526,9 +569,11 @@ class Trainer:
                 pos = np.linspace(0, n - 1, m).astype(np.int64)
                 ref = self.data.batch(pos) + torch.from_numpy(self.data.template)[None]
                 evaluator = ProgressEvaluator(ref, self.data.template, self.layout, cfg.metrics_samples,
-                                              cfg.metrics_pairs, cfg.near_threshold, seed=cfg.seed + 12345)
+                                              cfg.metrics_pairs, cfg.near_threshold, seed=cfg.seed + 12345,
+                                              near_fraction=cfg.near_fraction)
             pm = evaluator(self.decode)
-            row = {"step": step_done, **pm.as_row(), "near_threshold": cfg.near_threshold}
+            row = {"step": step_done, **pm.as_row(), "near_threshold": evaluator.threshold,
+                   "template_distance": evaluator.template_distance}
             metric_log.write(row)
             tb.scalars(step_done, pm.as_row(), prefix="metrics/")
             return pm
@@ -558,15 +603,16 @@ class Trainer:
         rate = float("nan")
         for s in range(self.start_step, self.total_steps):
             vals = self.step(s)
+            self._accumulate(vals)
             n_window += 1
             done = s + 1
             if done % cfg.log_every == 0 or done == self.total_steps:
                 now = time.perf_counter()
                 rate = n_window / max(now - t_window, 1e-9)
                 t_window, n_window = now, 0
-                vals = {**average_scalars({k: v for k, v in vals.items() if k != "phase"}, ctx), "phase": vals["phase"]}
-                row = {"step": s, "epoch": done / self.steps_per_epoch, **vals, "it_per_s": rate,
-                       "samples_per_s": rate * cfg.batch_size, "elapsed_s": now - t_start}
+                means = average_scalars(self._window_means(), ctx)
+                row = {"step": s, "epoch": done / self.steps_per_epoch, "phase": vals["phase"], **means,
+                       "it_per_s": rate, "samples_per_s": rate * cfg.batch_size, "elapsed_s": now - t_start}
                 if main:
                     loss_log.write(row)
                     tb.scalars(s, {k: v for k, v in row.items() if k not in ("step", "phase")}, prefix="train/")

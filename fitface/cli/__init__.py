@@ -43,6 +43,12 @@ COMMANDS = {
     "data": "fitface.cli.data:data",
     "demo": "fitface.cli.demo:demo",
     "train": "fitface.cli.train:train",
+    "fit": "fitface.cli.fit:fit",
+    "batch": "fitface.cli.batch:batch",
+    "retarget": "fitface.cli.retarget:retarget",
+    "sample": "fitface.cli.sample:sample",
+    "interpolate": "fitface.cli.sample:interpolate",
+    "landmarks": "fitface.cli.landmarks:landmarks",
 }
 
 

@@ -11,6 +11,7 @@ DATA_COMMANDS: dict[str, str] = {
     "info": "fitface.cli.data_info:info",
     "import": "fitface.cli.data_import:import_",
     "synthetic": "fitface.cli.data_synthetic:synthetic",
+    "ict": "fitface.cli.data_ict:ict",
 }
 
 

@@ -22,7 +22,9 @@ import click
 @click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA.")
 @click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE",
               help="Set any config field, e.g. --set lambda_reg=10 --set 'betas_g=[0.5,0.9]'. Repeatable.")
-@click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from its checkpoint, exactly.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in RUN_DIR from its checkpoint, exactly (its config; --config is ignored, "
+                   "options given here change only their fields).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--print-config", is_flag=True, help="Print the resolved config as TOML and exit.")
 def train(data_dir, recipe, run_dir, max_steps, epochs, device, seed, batch_size, lr, threads, amp, sets, resume,
@@ -47,15 +49,20 @@ def train(data_dir, recipe, run_dir, max_steps, epochs, device, seed, batch_size
             overrides[key] = value
     if no_progress:
         overrides["progress"] = False
-    cfg = load_config(recipe, overrides)
-    if print_config:
-        click.echo(cfg.to_toml(), nl=False)
-        return
     from pathlib import Path
 
     rd = Path(run_dir)
-    if resume and not (rd / "checkpoint.safetensors").is_file():
-        raise InputError("--resume: no checkpoint.safetensors in the run folder", rd)
+    if resume:  # the checkpointed run's config, with only the options given here changed
+        if not (rd / "checkpoint.safetensors").is_file():
+            raise InputError("--resume: no checkpoint.safetensors in the run folder", rd)
+        from fitface.train.trainer import resume_config
+
+        cfg = resume_config(rd, overrides)
+    else:
+        cfg = load_config(recipe, overrides)
+    if print_config:
+        click.echo(cfg.to_toml(), nl=False)
+        return
     if not resume and (rd / "checkpoint.safetensors").exists():
         raise InputError("already holds a run (use --resume to continue it, or another -o)", rd)
 

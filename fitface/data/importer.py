@@ -114,23 +114,18 @@ def procrustes_align(source: np.ndarray, target: np.ndarray, scale: bool = False
         source: (V, 3) float, points in correspondence with ``target``.
         target: (V, 3) float, same unit.
         scale: also fit a uniform scale.
+
+    Raises:
+        ValueError: shapes differ, or the points are coincident or collinear (no unique rotation).
     """
+    from fitface.fitting.similarity import umeyama  # the project's one similarity solver
+
     src = np.asarray(source, dtype=np.float64)
     dst = np.asarray(target, dtype=np.float64)
     if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 3:
         raise ValueError(f"source, target: expected equal (V, 3) shapes, got {src.shape} and {dst.shape}")
-    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)  # (3,)
-    a, b = src - mu_s, dst - mu_d  # (V, 3) centred
-    h = a.T @ b  # (3, 3) cross-covariance
-    u, sv, vt = np.linalg.svd(h)
-    d = np.sign(np.linalg.det(vt.T @ u.T)) or 1.0  # -1 would be a reflection
-    corr = np.diag([1.0, 1.0, d])
-    rot = vt.T @ corr @ u.T  # (3, 3)
-    s = 1.0
-    if scale:
-        var = float((a * a).sum())
-        s = float((sv * np.diag(corr)).sum() / var) if var > 0 else 1.0
-    t = mu_d - s * rot @ mu_s
+    sim = umeyama(src, dst, scale=scale)  # ValueError on coincident / collinear points
+    rot, t, s = sim.rotation[0], sim.translation[0], float(sim.scale[0])
     return Alignment(rot, t, s, s * src @ rot.T + t)
 
 
@@ -208,37 +203,29 @@ def _label_of(factor: str, cell: str, classes: list[str]) -> int:
 def split_by_identity(
     identity: np.ndarray, seed: int = 0, fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS
 ) -> np.ndarray:
-    """Assign whole identities to train / val / test (see the module docstring).
+    """Assign whole identities to train / val / test (rules of :func:`fitface.data.plan.split_by_identity`).
 
     Args:
         identity: (N,) int, identity label per sample (-1 = unlabeled -> train).
         seed: seed of the permutation of identities.
-        fractions: (train, val, test) fractions; non-negative, summing to 1 (train takes the rest).
+        fractions: (train, val, test) fractions; non-negative, summing to 1.
 
     Returns:
         (N,) str array of "train" | "val" | "test".
     """
+    from fitface.data import plan
+
     fr = np.asarray(fractions, dtype=np.float64)
     if fr.shape != (3,) or (fr < 0).any() or abs(fr.sum() - 1.0) > 1e-6:
         raise InputError(f"split fractions: expected three non-negative numbers summing to 1, got {list(fractions)}")
     identity = np.asarray(identity, dtype=np.int64)
-    ids = np.unique(identity[identity >= 0])  # (K,)
-    k = len(ids)
-    perm = np.random.default_rng(seed).permutation(ids)
-    if k >= 3:
-        n_val = max(1, int(round(fr[1] * k))) if fr[1] > 0 else 0
-        n_test = max(1, int(round(fr[2] * k))) if fr[2] > 0 else 0
-        while n_val + n_test > k - 1:  # keep at least one training identity
-            if n_val >= n_test and n_val > 0:
-                n_val -= 1
-            else:
-                n_test -= 1
-    else:
-        n_val, n_test = (1 if k == 2 and fr[1] > 0 else 0), 0
-    which = {int(i): "train" for i in perm[: k - n_val - n_test]}
-    which.update({int(i): "val" for i in perm[k - n_val - n_test : k - n_test]})
-    which.update({int(i): "test" for i in perm[k - n_test :]})
-    return np.array([which.get(int(i), "train") for i in identity], dtype="<U5")
+    out = np.full(identity.shape, "train", dtype="<U5")
+    ids = np.unique(identity[identity >= 0])  # (K,) sorted
+    if len(ids):
+        per_id = plan.split_by_identity(len(ids), np.random.default_rng(seed), tuple(fr))  # (K,)
+        labeled = identity >= 0
+        out[labeled] = per_id[np.searchsorted(ids, identity[labeled])]
+    return out
 
 
 def import_meshes(

@@ -101,7 +101,7 @@ class SamplePlan:
     num_identities: int
 
     def __len__(self) -> int:
-        return int(len(self.identity))
+        return len(self.identity)
 
     @property
     def labeled_fraction(self) -> float:
@@ -194,11 +194,11 @@ def plan_samples(
 
     # --- budget ------------------------------------------------------------------------
     # every identity keeps >= 1 spontaneous frame (its labeled neutral)
-    num_static_ids = int(round(static_identity_fraction * num_identities))
+    num_static_ids = round(static_identity_fraction * num_identities)
     num_static_ids = min(num_static_ids, (num_samples - num_identities) // num_emotions)
     motion = num_samples - num_emotions * num_static_ids
-    posed_frames = min(int(round(posed_share * motion)), motion - num_identities)
-    num_seq = min(int(round(posed_frames / sequence_length)), posed_frames // MIN_POSED_LENGTH)
+    posed_frames = min(round(posed_share * motion), motion - num_identities)
+    num_seq = min(round(posed_frames / sequence_length), posed_frames // MIN_POSED_LENGTH)
     if num_seq == 0:
         posed_frames = 0
     spont_frames = motion - posed_frames  # >= num_identities

@@ -1,0 +1,156 @@
+"""Benchmark one training step (G iteration with its critic steps) on CPU or GPU.
+
+Measures, for each dataset: generator iterations per second, samples per second, the step's
+time split between generator, mapping layer, regulariser and discriminator (the remainder:
+D forward/backward, gradient penalty, optimisers), the step's FLOPs (counted with
+``torch.utils.flop_counter.FlopCounterMode`` on a real step: matmuls and convolutions,
+forward, backward and the penalty's double backward) and the floor those FLOPs imply at this
+machine's measured float32 matmul rate.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_train_step.py                 # synthetic + ICT (if present)
+    .venv/bin/python benchmarks/bench_train_step.py --data DIR ...  # any dataset folders
+    .venv/bin/python benchmarks/bench_train_step.py --steps 20 --batch-size 64 --threads 2
+
+Datasets are built in a temporary folder when not given: the synthetic set (6,000 faces,
+V = 4,285) and a small ICT set (``--ict-npz``, default ../shared/data/ict_face_light.npz;
+600 faces on the full 9,409-vertex ICT face; only the template size matters for speed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """Measured float32 matmul rate (GFLOP/s) of an n x n product on this machine/threads."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    t = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n ** 3 * repeats / (time.perf_counter() - t) / 1e9
+
+
+def _time(fn, repeats: int) -> float:
+    fn()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - t) / repeats
+
+
+def component_times(tr, repeats: int = 5) -> dict:
+    """Seconds per step spent in the generator, the mapping layer and the regulariser, timed in
+    isolation with the step's shapes and call counts."""
+    cfg = tr.cfg
+    b = cfg.batch_size
+    z = torch.randn(b, tr.layout.dim)
+    k = cfg.critic_steps
+
+    def gen():
+        disp = tr.G(z)  # G step: full forward + backward
+        disp.backward(torch.ones_like(disp))
+        tr.G.zero_grad(set_to_none=True)
+        for _ in range(k):  # critic steps: folded fakes under no_grad
+            tr._fake_images_nograd(z)
+        if tr.folded is not None:
+            tr.folded.refresh(tr.G)
+
+    disp = tr.G(z).detach()
+
+    def mapping():
+        for _ in range(k):  # real images
+            tr._images(disp)
+        d = disp.clone().requires_grad_(True)  # G step: forward + backward
+        img = tr._images(d)
+        img.backward(torch.ones_like(img))
+        if tr.folded is None:
+            for _ in range(k):
+                tr._images(disp)
+
+    def reg():
+        d = disp.clone().requires_grad_(True)
+        tr.regularizer(d).mean().backward()
+
+    return {"generator": _time(gen, repeats), "mapping": _time(mapping, repeats), "regularizer": _time(reg, repeats)}
+
+
+def bench(data_dir: Path, steps: int, batch: int, threads: int, fold: bool) -> dict:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from fitface.train.config import load_config
+    from fitface.train.trainer import Trainer
+
+    cfg = load_config("cpu", {"batch_size": batch, "num_threads": threads, "progress": False, "fold_mapping": fold,
+                              "device": "cpu"})
+    with tempfile.TemporaryDirectory() as run:
+        tr = Trainer(data_dir, cfg, run)
+        for s in range(2):  # warm-up
+            tr.step(s)
+        times = []
+        for s in range(2, 2 + steps):
+            t = time.perf_counter()
+            tr.step(s)
+            times.append(time.perf_counter() - t)
+        with FlopCounterMode(display=False) as fc:
+            tr.step(2 + steps)
+        flops = fc.get_total_flops()
+        comp = component_times(tr)
+    step_s = statistics.median(times)
+    comp["discriminator (remainder)"] = step_s - sum(comp.values())
+    return {"dataset": str(data_dir), "vertices": tr.data.dataset.num_vertices, "batch": batch,
+            "fold_mapping": fold, "step_s_median": step_s, "it_per_s": 1 / step_s,
+            "samples_per_s": batch / step_s, "gflop_per_step": flops / 1e9,
+            "split_s": comp, "split_share": {k: v / step_s for k, v in comp.items()}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", nargs="*", type=Path, help="dataset folders (default: build synthetic + ICT)")
+    ap.add_argument("--ict-npz", type=Path, default=REPO.parent / "shared" / "data" / "ict_face_light.npz")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-fold", action="store_true", help="also measure without the folded critic")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    rate = matmul_gflops()
+    tmp = tempfile.TemporaryDirectory()
+    datasets = list(args.data or [])
+    if not datasets:
+        from fitface.data.synthetic import build_synthetic
+
+        datasets.append(build_synthetic(Path(tmp.name) / "synthetic", seed=0))
+        if args.ict_npz.is_file():
+            from fitface.data.ict import build_ict_dataset
+
+            build_ict_dataset(args.ict_npz, Path(tmp.name) / "ict", identities=20, samples=600, seed=0)
+            datasets.append(Path(tmp.name) / "ict")
+    results = []
+    for d in datasets:
+        for fold in ([True, False] if args.no_fold else [True]):
+            r = bench(Path(d), args.steps, args.batch_size, args.threads, fold)
+            r["floor_s"] = r["gflop_per_step"] / rate
+            r["step_over_floor"] = r["step_s_median"] / r["floor_s"]
+            results.append(r)
+    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.processor() or platform.machine(),
+              "torch": torch.__version__, "threads": args.threads, "matmul_gflops": rate, "results": results}
+    print(json.dumps(report, indent=2))
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+"""Fitting one capture: :func:`fit` and its :class:`FitResult` (numpy; never imports torch).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fitface.api.inputs import (
+    DEFAULT_LAMBDA,
+    PathLike,
+    PreparedCapture,
+    factor_code,
+    fit_error,
+    load_fit_model,
+    mesh_suffix,
+    parse_assignments,
+    prepare_capture,
+)
+from fitface.errors import InputError
+
+
+# ------------------------------------------------------------------------------ results
+@dataclass
+class FitResult:
+    """One fitted capture.
+
+    Attributes:
+        name: the capture's name (landmark file stem).
+        vertices: (V, 3) float64, the fitted mesh in the capture's frame and unit.
+        faces: (F, 3) int64, the model's triangles.
+        codes: the :class:`fitface.io.codes.Codes` written to ``codes.json``.
+        targets: (L, 3) float64 target landmarks (capture frame and unit).
+        fitted_landmarks: (L, 3) float64 the fitted model's landmarks (capture frame and unit).
+        transform: :class:`fitface.fitting.similarity.Similarity` (batch of one), model -> capture
+            (unit conversion included).
+        files: name -> path of every file written (empty when nothing was written).
+        seconds: wall time of the fit.
+    """
+
+    name: str
+    vertices: np.ndarray
+    faces: np.ndarray
+    codes: Any
+    targets: np.ndarray
+    fitted_landmarks: np.ndarray
+    transform: Any
+    files: dict[str, Path] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def landmark_rms(self) -> float:
+        """RMS landmark distance in the capture's unit."""
+        return float(self.codes.extra["landmark_rms"])
+
+    @property
+    def unit(self) -> str:
+        return self.codes.unit
+
+    @property
+    def z(self) -> np.ndarray:
+        """(D,) float64 latent code, layout order."""
+        return np.concatenate([np.asarray(v, dtype=np.float64) for v in self.codes.codes.values()])
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON summary (``--json``): the codes.json document plus ``files``."""
+        from fitface.io.codes import FORMAT_VERSION, _to_json
+
+        doc = {"format_version": FORMAT_VERSION, "model_id": self.codes.model_id, "unit": self.codes.unit,
+               "codes": self.codes.codes, "transform": self.codes.transform}
+        doc.update(self.codes.extra)
+        doc["files"] = {k: str(v) for k, v in self.files.items()}
+        return _to_json(doc, "summary")
+
+    def preview(self, size: int = 384) -> np.ndarray:
+        """(size, size, 3) uint8 RGB picture of the fit (see :func:`fitface.preview.fit_preview`)."""
+        from fitface.preview import fit_preview
+
+        return fit_preview(self.vertices, self.faces, self.targets, self.fitted_landmarks,
+                           self.transform.rotation[0], self.unit, self.landmark_rms, size, self.name)
+
+
+
+
+# ------------------------------------------------------------------------------ engine
+def engine_fit(dec, caps: list[PreparedCapture], lam, steps, restarts, seed, freeze_codes, sequence, smoothness,
+                progress=None):
+    """Run the landmark fit (and nothing else) for captures of one landmark set.
+
+    Returns (z (B, D), T (B) Similarity model -> model-unit capture frame)."""
+    from fitface.fitting.landmark_fit import FitConfig, fit_landmarks
+
+    kw: dict[str, Any] = {"lam": float(lam), "seed": int(seed), "freeze": dict(freeze_codes)}
+    if steps is not None:
+        kw["steps"] = int(steps)
+    if restarts is not None:
+        kw["restarts"] = int(restarts)
+    if sequence:  # one subject: every frame shares the identity block; expressions are smoothed
+        kw["sequence_smoothness"] = float(smoothness)
+        if "identity" in dec.layout.names and "identity" not in freeze_codes:
+            kw["shared"] = np.zeros(len(caps), dtype=np.int64)
+    cfg = FitConfig(**kw)
+    targets = np.stack([c.targets * c.to_model for c in caps])  # (B, L, 3) model unit, capture frame
+    res = fit_landmarks(dec, targets, caps[0].set_name, cfg, progress=progress)
+    return np.asarray(res.z, dtype=np.float64), res.transform
+
+
+def engine_refine(dec, cap: PreparedCapture, z, transform, lam, seed):
+    """Robust surface refinement of one capture against its scan.
+
+    Works in the model unit (scan and landmarks pre-scaled by ``cap.to_model``); returns
+    (z (1, D), T (1) model -> model-unit capture frame, surface statistics in the model unit)."""
+    from fitface.fitting.surface_refine import SurfaceRefineConfig, refine_surface
+
+    pts = np.asarray(cap.scan.vertices, dtype=np.float64) * cap.to_model  # (P, 3) model unit
+    cfg = SurfaceRefineConfig(lam=float(lam), seed=int(seed))
+    res = refine_surface(dec, z, transform, pts, cfg, landmark_targets=cap.targets * cap.to_model,
+                         landmark_set=cap.set_name)
+    d = np.asarray(res.distances, dtype=np.float64)  # (P,) model unit
+    stats = {
+        "points_used": int(d.shape[0]),
+        "median": float(np.median(d)),
+        "mean": float(d.mean()),
+        "p90": float(np.percentile(d, 90)),
+        "inlier_rms": float(res.inlier_rms),
+        "inlier_fraction": float(np.mean(res.inliers)),
+    }
+    return np.asarray(res.z, dtype=np.float64).reshape(1, -1), res.transform, stats
+
+
+def finish_fit(dec, cap: PreparedCapture, z: np.ndarray, t_model, lam, steps, restarts, seed, surface=None,
+            decode: bool = True) -> FitResult:
+    """Express one fit in the capture's frame and unit: mesh, landmarks, residuals, Codes."""
+    from fitface.fitting.similarity import Similarity
+    from fitface.io.codes import Codes
+
+    z = np.asarray(z, dtype=np.float64).reshape(1, -1)  # (1, D)
+    to_cap = Similarity.from_scale(1.0 / cap.to_model).compose(t_model)  # model -> capture unit/frame
+    rows = dec.landmark_rows(dec.landmark_sets[cap.set_name])
+    fitted = to_cap.apply(dec.points(z, rows))[0]  # (L, 3) capture unit
+    if not np.isfinite(z).all() or not np.isfinite(fitted).all() or not np.isfinite(to_cap.scale).all():
+        raise InputError(f"{cap.name}: the fit diverged (non-finite codes); check the landmarks")
+    residuals = fitted - cap.targets  # (L, 3)
+    dist = np.linalg.norm(residuals, axis=1)  # (L,)
+    rms = float(np.sqrt(np.mean(dist**2)))
+    verts = to_cap.apply(dec.vertices(z))[0] if decode else None  # (V, 3) capture unit
+    extra: dict[str, Any] = {
+        "lambda": float(lam),
+        "landmark_set": cap.set_name,
+        "landmark_rms": rms,
+        "landmark_residuals": residuals,
+        "landmark_distances": dist,
+    }
+    if surface:
+        unitless = ("inlier_fraction", "points_used")
+        extra["surface"] = {k: (v if k in unitless else v / cap.to_model) for k, v in surface.items()}
+    extra.update({"steps": steps, "restarts": restarts, "seed": int(seed), "unit_source": cap.unit_source,
+                  "model_unit": dec.unit, "capture": cap.name,
+                  "landmarks_file": None if cap.landmarks_path is None else str(cap.landmarks_path),
+                  "scan_file": None if cap.scan_path is None else str(cap.scan_path)})
+    extra = {k: v for k, v in extra.items() if v is not None}
+    parts = dec.layout.split(z[0])
+    codes = Codes(dec.model_id, {k: np.asarray(v).tolist() for k, v in parts.items()}, to_cap.to_json(0), cap.unit,
+                  extra)
+    return FitResult(cap.name, verts, np.asarray(dec.faces), codes, cap.targets, fitted, to_cap)
+
+
+
+# ------------------------------------------------------------------------------ fit
+def fit(
+    landmarks: Any,
+    scan: Any = None,
+    *,
+    model: Any = None,
+    lam: float = DEFAULT_LAMBDA,
+    steps: int | None = None,
+    restarts: int | None = None,
+    landmark_set: str | None = None,
+    unit: str | None = None,
+    seed: int = 0,
+    refine_surface: bool = False,
+    freeze: Mapping[str, Any] | Sequence[str] | None = None,
+    out_dir: PathLike | None = None,
+    format: str | None = None,
+    preview: bool = True,
+    name: str | None = None,
+) -> FitResult:
+    """Fit the model to one capture's 3D landmarks (and optionally refine against its scan).
+
+    Args:
+        landmarks: a landmark file (any format :mod:`fitface.io.landmarks` reads) or an
+            (L, 3) float array, in the capture's frame and unit, ordered as the landmark set.
+        scan: optional scan (mesh file path or :class:`fitface.io.mesh.Mesh`); needed for
+            ``refine_surface``; also sets the output mesh format.
+        model: model file, None for the built-in model, or a loaded decoder.
+        lam: ``lambda`` of eq. 13 (weight of ``||z||^2``).
+        steps, restarts: optimiser steps and random restarts (None = engine defaults); the
+            best of the restarts is kept.
+        landmark_set: name of the model's landmark set (default: the one matching L).
+        unit: the capture's unit (default: the landmark file's, else assumed = model unit).
+        seed: random seed (restarts).
+        refine_surface: refine against the scan with a robust point-to-surface term.
+        freeze: ``{factor: codes.json | Codes | (d,) array}`` blocks kept fixed (e.g. a known
+            identity); codes files must come from the same model.
+        out_dir: if given, write ``fit.<ext>``, ``codes.json`` and ``preview.png`` there.
+        format: mesh suffix (``ply``, ``obj``, ``off``, ``stl``); default: the scan's, else ply.
+        preview: also write the preview picture.
+        name: capture name (default: the landmark file's stem).
+
+    Returns:
+        :class:`FitResult` (capture frame and unit).
+
+    Raises:
+        InputError: any bad input (nothing is written).
+    """
+    t0 = time.perf_counter()
+    dec = load_fit_model(model)
+    if refine_surface and scan is None:
+        raise InputError("--refine-surface needs a scan (SCAN argument)")
+    cap = prepare_capture(dec, landmarks, scan, unit, landmark_set, name)
+    suffix = mesh_suffix(format, cap.scan_path)
+    freeze_codes = {k: factor_code(dec, k, v, f"--freeze {k}") for k, v in parse_assignments(freeze, "--freeze").items()}
+    try:
+        z, t_model = engine_fit(dec, [cap], lam, steps, restarts, seed, freeze_codes, False, 0.0)
+        surface = None
+        if refine_surface:
+            z, t_model, surface = engine_refine(dec, cap, z, t_model, lam, seed)
+    except InputError:
+        raise
+    except (ValueError, KeyError, FloatingPointError, np.linalg.LinAlgError) as exc:
+        raise fit_error(exc, cap.landmarks_path) from None
+    res = finish_fit(dec, cap, z, t_model, lam, steps, restarts, seed, surface)
+    if out_dir is not None:
+        from fitface.outputs import write_fit_files
+
+        pic = res.preview() if preview else None  # computed before anything is written
+        res.files = write_fit_files(out_dir, res.vertices, res.faces, res.codes, suffix, pic)
+    res.seconds = time.perf_counter() - t0
+    return res

@@ -1,0 +1,73 @@
+"""``fitface batch CAPTURE_DIR -o OUT_DIR``: fit every capture of a folder."""
+
+from __future__ import annotations
+
+import click
+
+from fitface.cli.fit import fit_options
+
+
+@click.command("batch")
+@click.argument("capture_dir", type=click.Path(path_type=str))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Output folder: OUT_DIR/<name>/ per capture, summary.csv, summary.json, failures.txt.")
+@fit_options
+@click.option("--shard", default=None, metavar="K/N",
+              help="Fit only shard K of N (1-based; contiguous blocks of the naturally sorted names), to split "
+                   "a folder across processes or machines. Summary files get a -K-of-N suffix.")
+@click.option("--sequence", is_flag=True,
+              help="The captures are frames of one subject (natural name order): one shared identity code and "
+                   "a smoothness term on consecutive expression codes.")
+@click.option("--smoothness", type=float, default=1.0, show_default=True,
+              help="With --sequence: weight of sum_t ||z_exp(t+1) - z_exp(t)||^2.")
+@click.option("--previews", is_flag=True, help="Also write preview.png per capture (costs ~30 ms each).")
+@click.option("--no-meshes", is_flag=True, help="Write codes.json only (no fitted mesh per capture).")
+@click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary JSON on stdout.")
+def batch(capture_dir, out_dir, model, lam, steps, restarts, landmark_set, unit, seed, refine_surface, freeze, fmt,
+          shard, sequence, smoothness, previews, no_meshes, no_progress, as_json):
+    """Fit every capture in CAPTURE_DIR in vectorised optimisations.
+
+    \b
+    Scans and landmark files are paired by name (A.ply + A.txt); a landmark file alone is
+    a landmark-only capture. A bad capture (unreadable file, wrong landmark count, scan
+    without landmarks, ...) is listed in failures.txt and summary.json with its reason and
+    never stops the batch. Exit code 0 when at least one capture was fitted, 2 when none.
+    """
+    import sys
+
+    from fitface.api import fit_batch
+    from fitface.errors import InputError
+
+    bar = None
+    progress = None
+    if not no_progress:
+        from tqdm import tqdm
+
+        def progress(done, total):
+            nonlocal bar
+            if bar is None:
+                bar = tqdm(total=total, desc="writing", unit="capture", file=sys.stderr, leave=False)
+            bar.update(done - bar.n)
+
+    def log(msg):
+        click.echo(msg, err=True)
+
+    try:
+        res = fit_batch(capture_dir, out_dir, model=model, lam=lam, steps=steps, restarts=restarts,
+                        landmark_set=landmark_set, unit=unit, seed=seed, refine_surface=refine_surface,
+                        freeze=list(freeze), shard=shard, sequence=sequence, smoothness=smoothness, format=fmt,
+                        previews=previews, meshes=not no_meshes, progress=progress, log=log)
+    finally:
+        if bar is not None:
+            bar.close()
+    if as_json:
+        sys.stdout.write(res.files["json"].read_text())
+    for name, reason in res.failures[:10]:
+        click.echo(f"failed {name}: {reason}", err=True)
+    if len(res.failures) > 10:
+        click.echo(f"... and {len(res.failures) - 10} more failures (see {res.files['failures']})", err=True)
+    click.echo(f"fitted {len(res.results)}, failed {len(res.failures)} in {res.seconds:.2f} s; summary "
+               f"{res.files['csv']}", err=True)
+    if not res.results:
+        raise InputError(f"no capture was fitted ({len(res.failures)} failed; see {res.files['failures']})")

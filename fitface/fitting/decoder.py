@@ -1,0 +1,541 @@
+"""Torch-free decoders: latent code -> mesh vertices or landmark points, with hand-written VJPs.
+
+A decoder implements the :class:`Decoder` protocol used by the fitting engine:
+
+    rows  = dec.landmark_rows(landmark_set)            # precomputed once per set (cached)
+    pts   = dec.points(z (B, D), rows)                  # (B, L, 3) model frame and unit
+    gz    = dec.points_vjp(z, rows, grad_pts (B, L, 3))  # (B, D)
+    verts = dec.vertices(z (B, D))                      # (B, V, 3)
+    gz    = dec.vertices_vjp(z, grad_verts (B, V, 3))   # (B, D)
+
+:class:`MLPDecoder` is the GAN generator of :mod:`fitface.models.generator` in numpy
+(``h = LeakyReLU(W1 z + b1); out = W2 h + b2; vertices = template + out.reshape(V, 3)``);
+:class:`LinearDecoder` is a linear model (``template + basis @ z``, a 3DMM).
+
+Convention:
+    * Row ``3 v + c`` of the last layer (and of a linear basis) is coordinate ``c`` of vertex ``v``
+      (vertex-major, xyz interleaved), as in :mod:`fitface.models.generator`.
+    * Landmark rows: a landmark is a barycentric combination of its triangle's three vertices,
+      so its coordinate ``c`` is produced by the effective last-layer row
+      ``sum_k bary_k * W2[3 * vertex_k + c]`` with bias ``sum_k bary_k * (b2 + template)[...]``.
+      :class:`LandmarkRows` holds these ``(3L, H)`` rows (``(3L, D)`` for a linear decoder), so
+      an optimisation step costs ``O(B * H * 3L)`` instead of ``O(B * H * 3V)``.
+    * Computation dtype: float32 by default (the model file's weights; float16 files are
+      upcast), float64 on request (tests, finite differences). Inputs are cast to it.
+    * Lengths are in the model unit (:attr:`unit`, mm by default).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from fitface.checks import check_faces, check_shape
+from fitface.landmarks.sets import LandmarkSet
+from fitface.models.latent import LatentLayout
+
+#: Negative slope of the generator's LeakyReLU (supplement Fig. 12a), when not given.
+NEGATIVE_SLOPE = 0.2
+
+
+@dataclass(frozen=True)
+class LandmarkRows:
+    """Precomputed effective output rows that produce one landmark set's points.
+
+    Attributes:
+        name: the landmark set's name.
+        matrix: (3L, H) for an MLP decoder (last-layer rows), (3L, D) for a linear decoder;
+            row ``3 i + c`` gives coordinate ``c`` of landmark ``i``.
+        offset: (3L,) bias + template, model unit.
+        num_points: ``L``.
+        matrix_t: ``matrix.T`` as a contiguous array (BLAS is several times faster on it).
+    """
+
+    name: str
+    matrix: np.ndarray
+    offset: np.ndarray
+    num_points: int
+    matrix_t: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.matrix_t is None:
+            object.__setattr__(self, "matrix_t", np.ascontiguousarray(self.matrix.T))
+
+
+@runtime_checkable
+class Decoder(Protocol):
+    """What the fitting engine needs from a model (see the module docstring)."""
+
+    layout: LatentLayout
+    unit: str
+    model_id: str
+    faces: np.ndarray  # (F, 3) int64
+    template: np.ndarray  # (V, 3) model unit
+    landmark_sets: dict[str, LandmarkSet]
+    dtype: np.dtype
+
+    @property
+    def latent_dim(self) -> int: ...
+
+    @property
+    def num_vertices(self) -> int: ...
+
+    def landmark_rows(self, landmark_set: "str | LandmarkSet") -> LandmarkRows: ...
+
+    def points(self, z: np.ndarray, rows: LandmarkRows) -> np.ndarray: ...
+
+    def points_vjp(self, z: np.ndarray, rows: LandmarkRows, grad_points: np.ndarray) -> np.ndarray: ...
+
+    def vertices(self, z: np.ndarray) -> np.ndarray: ...
+
+    def vertices_vjp(self, z: np.ndarray, grad_vertices: np.ndarray) -> np.ndarray: ...
+
+
+class _DecoderBase:
+    """Shared bookkeeping: template, faces, landmark sets, row cache, input checks."""
+
+    def __init__(
+        self,
+        template: np.ndarray,
+        faces: np.ndarray,
+        layout: LatentLayout,
+        unit: str,
+        landmark_sets: dict[str, LandmarkSet] | None,
+        model_id: str,
+        dtype: Any,
+    ):
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype: expected float32 or float64, got {self.dtype}")
+        template = np.asarray(template, dtype=np.float64)
+        check_shape("template", template, ("V", 3))
+        faces = np.asarray(faces, dtype=np.int64)
+        check_faces("faces", faces, len(template))
+        self.template = template
+        self.faces = faces
+        self.layout = layout
+        self.unit = unit
+        self.model_id = model_id
+        self.landmark_sets = dict(landmark_sets or {})
+        self._rows_cache: dict[Any, LandmarkRows] = {}
+
+    @property
+    def latent_dim(self) -> int:
+        return self.layout.dim
+
+    @property
+    def num_vertices(self) -> int:
+        return int(self.template.shape[0])
+
+    def _z(self, z: np.ndarray) -> np.ndarray:
+        z = np.asarray(z, dtype=self.dtype)
+        if z.ndim == 1:
+            z = z[None]
+        check_shape("z", z, (None, self.latent_dim))
+        return z
+
+    def _resolve_set(self, landmark_set: "str | LandmarkSet") -> LandmarkSet:
+        if isinstance(landmark_set, LandmarkSet):
+            lset = landmark_set
+        elif landmark_set in self.landmark_sets:
+            lset = self.landmark_sets[landmark_set]
+        else:
+            known = ", ".join(self.landmark_sets) or "none"
+            raise KeyError(f"no landmark set {landmark_set!r} in the model; it has {known}")
+        if len(lset) and (lset.face_index.min() < 0 or lset.face_index.max() >= len(self.faces)):
+            raise ValueError(f"landmark set {lset.name!r}: face_index out of range [0, {len(self.faces)})")
+        return lset
+
+    def _corners(self, lset: LandmarkSet) -> tuple[np.ndarray, np.ndarray]:
+        """(L, 3) vertex ids and (L, 3) float64 barycentric weights of a set."""
+        return self.faces[lset.face_index], np.asarray(lset.bary, dtype=np.float64)
+
+    def landmark_rows(self, landmark_set: "str | LandmarkSet") -> LandmarkRows:
+        """Effective rows producing a landmark set's points (computed once, then cached).
+
+        Args:
+            landmark_set: a set name of :attr:`landmark_sets` or a :class:`LandmarkSet` on this
+                template's faces.
+        """
+        lset = self._resolve_set(landmark_set)
+        key = (lset.name, lset.face_index.tobytes(), np.asarray(lset.bary).tobytes())
+        rows = self._rows_cache.get(key)
+        if rows is None:
+            corners, bary = self._corners(lset)
+            matrix, offset = self._effective_rows(corners, bary)
+            rows = LandmarkRows(lset.name, matrix.astype(self.dtype), offset.astype(self.dtype), len(lset))
+            self._rows_cache[key] = rows
+        return rows
+
+    def _effective_rows(self, corners: np.ndarray, bary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+
+class MLPDecoder(_DecoderBase):
+    """The generator ``z -> template + W2 LeakyReLU(W1 z + b1) + b2`` in numpy.
+
+    Args:
+        w1: (H, D) first-layer weight; b1: (H,).
+        w2: (3V, H) last-layer weight (row ``3v + c``); b2: (3V,).
+        template: (V, 3) model unit. faces: (F, 3) int.
+        layout: latent layout (``layout.dim == D``).
+        negative_slope: LeakyReLU slope (0.2; 0 = ReLU).
+        unit, landmark_sets, model_id: metadata passed through.
+        dtype: computation dtype (float32 default, float64 for tests).
+    """
+
+    def __init__(
+        self,
+        w1: np.ndarray,
+        b1: np.ndarray,
+        w2: np.ndarray,
+        b2: np.ndarray,
+        template: np.ndarray,
+        faces: np.ndarray,
+        layout: LatentLayout,
+        negative_slope: float = NEGATIVE_SLOPE,
+        unit: str = "mm",
+        landmark_sets: dict[str, LandmarkSet] | None = None,
+        model_id: str = "",
+        dtype: Any = np.float32,
+    ):
+        super().__init__(template, faces, layout, unit, landmark_sets, model_id, dtype)
+        nv = self.num_vertices
+        sizes = {"D": layout.dim, "3V": 3 * nv}
+        check_shape("w1", w1, ("H", "D"), sizes)
+        check_shape("b1", b1, ("H",), sizes)
+        check_shape("w2", w2, ("3V", "H"), sizes)
+        check_shape("b2", b2, ("3V",), sizes)
+        dt = self.dtype
+        self.w1 = np.ascontiguousarray(w1, dtype=dt)
+        self.w1t = np.ascontiguousarray(self.w1.T)  # (D, H): z @ w1t is much faster than z @ w1.T
+        self.b1 = np.ascontiguousarray(b1, dtype=dt)
+        self.w2 = np.ascontiguousarray(w2, dtype=dt)
+        self.b2 = np.ascontiguousarray(b2, dtype=dt)
+        self.negative_slope = float(negative_slope)
+        # full-mesh offset: bias + template, (3V,) in the computation dtype
+        self._offset = (np.asarray(b2, np.float64) + self.template.reshape(-1)).astype(dt)
+
+    @classmethod
+    def from_arrays(cls, w1, b1, w2, b2, template, faces, layout=None, **kwargs) -> "MLPDecoder":
+        """Build from plain arrays; ``layout`` defaults to one block ``("identity", D)``, or an
+        int tuple of sizes is read as ``identity, expression[, noise]``."""
+        d = int(np.shape(w1)[1])
+        if layout is None:
+            layout = LatentLayout((("identity", d),))
+        elif isinstance(layout, (tuple, list)) and all(isinstance(x, (int, np.integer)) for x in layout):
+            names = ("identity", "expression", "noise")[: len(layout)]
+            layout = LatentLayout(tuple(zip(names, (int(x) for x in layout))))
+        return cls(w1, b1, w2, b2, template, faces, layout, **kwargs)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.w1.shape[0])
+
+    def _effective_rows(self, corners, bary):
+        h = self.hidden_size
+        w2 = self.w2.reshape(self.num_vertices, 3, h)  # (V, 3, H) view
+        matrix = np.einsum("lk,lkch->lch", bary, w2[corners].astype(np.float64))  # (L, 3, H)
+        off = (np.asarray(self.b2, np.float64).reshape(-1, 3) + self.template)[corners]  # (L, 3 corners, 3)
+        offset = np.einsum("lk,lkc->lc", bary, off)  # (L, 3)
+        return matrix.reshape(-1, h), offset.reshape(-1)
+
+    # -- forward / VJP ---------------------------------------------------------------------
+    def hidden(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Hidden activation and the LeakyReLU slope at each unit.
+
+        Args:
+            z: (B, D).
+
+        Returns:
+            ``(h, slope)``: (B, H) activation and (B, H) derivative of the LeakyReLU (1 or slope).
+        """
+        z = self._z(z)
+        one, a = self.dtype.type(1.0), self.dtype.type(self.negative_slope)
+        pre = z @ self.w1t  # (B, H)
+        pre += self.b1
+        slope = (pre > 0).astype(self.dtype)  # (B, H): 1 or a
+        slope *= one - a
+        slope += a
+        if a <= 1:
+            h = np.maximum(pre, a * pre)  # LeakyReLU (cheaper than a masked product)
+        else:
+            h = pre * slope
+        return h, slope
+
+    def _back(self, z: np.ndarray, slope: np.ndarray, grad_h: np.ndarray) -> np.ndarray:
+        """(B, H) gradient at h -> (B, D) gradient at z (``grad_h`` is overwritten)."""
+        grad_h *= slope  # through the LeakyReLU
+        return grad_h @ self.w1  # (B, D)
+
+    def linearize_points(self, z: np.ndarray, rows: LandmarkRows):
+        """Points and a VJP closure sharing the forward pass (what an optimiser step needs).
+
+        Returns:
+            ``(points (B, L, 3), vjp)`` where ``vjp(grad_points (B, L, 3)) -> (B, D)``.
+        """
+        h, slope = self.hidden(z)
+        flat = h @ rows.matrix_t  # (B, 3L)
+        flat += rows.offset
+        nb = flat.shape[0]
+
+        def vjp(grad_points: np.ndarray) -> np.ndarray:
+            g = np.asarray(grad_points, dtype=self.dtype).reshape(nb, -1)  # (B, 3L)
+            return self._back(z, slope, g @ rows.matrix)
+
+        return flat.reshape(nb, rows.num_points, 3), vjp
+
+    def points(self, z: np.ndarray, rows: LandmarkRows) -> np.ndarray:
+        """Landmark points ``(B, L, 3)``, model frame and unit, for codes ``z (B, D)``."""
+        return self.linearize_points(z, rows)[0]
+
+    def points_vjp(self, z: np.ndarray, rows: LandmarkRows, grad_points: np.ndarray) -> np.ndarray:
+        """``d/dz sum(grad_points * points(z))``: (B, L, 3) -> (B, D)."""
+        check_shape("grad_points", grad_points, (None, rows.num_points, 3))
+        return self.linearize_points(z, rows)[1](grad_points)
+
+    def vertices(self, z: np.ndarray, chunk: int = 256) -> np.ndarray:
+        """Full decode: ``(B, D) -> (B, V, 3)`` vertices, model unit (in chunks of ``chunk`` codes)."""
+        z = self._z(z)
+        out = np.empty((z.shape[0], 3 * self.num_vertices), dtype=self.dtype)
+        for s in range(0, z.shape[0], chunk):
+            h, _ = self.hidden(z[s : s + chunk])
+            np.matmul(h, self.w2.T, out=out[s : s + chunk])
+            out[s : s + chunk] += self._offset
+        return out.reshape(z.shape[0], self.num_vertices, 3)
+
+    def vertices_vjp(self, z: np.ndarray, grad_vertices: np.ndarray) -> np.ndarray:
+        """``d/dz sum(grad_vertices * vertices(z))``: (B, V, 3) -> (B, D)."""
+        z = self._z(z)
+        check_shape("grad_vertices", grad_vertices, (z.shape[0], self.num_vertices, 3))
+        _, slope = self.hidden(z)
+        g = np.asarray(grad_vertices, dtype=self.dtype).reshape(z.shape[0], -1)
+        return self._back(z, slope, g @ self.w2)
+
+
+class LinearDecoder(_DecoderBase):
+    """A linear model ``vertices = template + (basis @ z).reshape(V, 3)`` (a 3DMM).
+
+    Args:
+        template: (V, 3) model unit. basis: (3V, D), row ``3v + c``. faces: (F, 3) int.
+        layout: latent layout (default one block ``("identity", D)``).
+    """
+
+    def __init__(
+        self,
+        template: np.ndarray,
+        basis: np.ndarray,
+        faces: np.ndarray,
+        layout: LatentLayout | None = None,
+        unit: str = "mm",
+        landmark_sets: dict[str, LandmarkSet] | None = None,
+        model_id: str = "",
+        dtype: Any = np.float64,
+    ):
+        d = int(np.shape(basis)[1])
+        layout = LatentLayout((("identity", d),)) if layout is None else layout
+        super().__init__(template, faces, layout, unit, landmark_sets, model_id, dtype)
+        check_shape("basis", basis, (3 * self.num_vertices, layout.dim))
+        self.basis = np.ascontiguousarray(basis, dtype=self.dtype)
+        self._offset = self.template.reshape(-1).astype(self.dtype)
+
+    def _effective_rows(self, corners, bary):
+        d = self.latent_dim
+        basis = self.basis.reshape(self.num_vertices, 3, d).astype(np.float64)
+        matrix = np.einsum("lk,lkcd->lcd", bary, basis[corners])  # (L, 3, D)
+        offset = np.einsum("lk,lkc->lc", bary, self.template[corners])
+        return matrix.reshape(-1, d), offset.reshape(-1)
+
+    def linearize_points(self, z: np.ndarray, rows: LandmarkRows):
+        """As :meth:`MLPDecoder.linearize_points`."""
+        z = self._z(z)
+        flat = z @ rows.matrix_t + rows.offset  # (B, 3L)
+        nb = z.shape[0]
+
+        def vjp(grad_points):
+            return np.asarray(grad_points, dtype=self.dtype).reshape(nb, -1) @ rows.matrix
+
+        return flat.reshape(nb, rows.num_points, 3), vjp
+
+    def points(self, z, rows):
+        return self.linearize_points(z, rows)[0]
+
+    def points_vjp(self, z, rows, grad_points):
+        check_shape("grad_points", grad_points, (None, rows.num_points, 3))
+        return self.linearize_points(z, rows)[1](grad_points)
+
+    def vertices(self, z):
+        z = self._z(z)
+        return (z @ self.basis.T + self._offset).reshape(z.shape[0], self.num_vertices, 3)
+
+    def vertices_vjp(self, z, grad_vertices):
+        z = self._z(z)
+        check_shape("grad_vertices", grad_vertices, (z.shape[0], self.num_vertices, 3))
+        return np.asarray(grad_vertices, dtype=self.dtype).reshape(z.shape[0], -1) @ self.basis
+
+
+# ----------------------------------------------------------------------------- model files
+
+#: safetensors dtype codes numpy reads (bfloat16 has no numpy dtype).
+_NUMPY_FLOAT = {"F16", "F32", "F64"}
+
+
+def load_decoder(path: str | os.PathLike | None, dtype: Any = np.float32) -> MLPDecoder:
+    """Load a model file's generator as an :class:`MLPDecoder`, without importing torch.
+
+    Validation reuses :mod:`fitface.models.model_file`'s header parsing and document checks
+    (``_resolve``, ``_parse_header``, ``_document``, ``file_model_id``) and repeats the tensor
+    checks of ``read_model_file`` that do not need torch (the discriminator's tensors, which
+    fitting does not use, are not shape-checked here).
+
+    Args:
+        path: the model file (``None``: the built-in model).
+        dtype: computation dtype (float16 files are upcast).
+
+    Returns:
+        The decoder; ``model_id`` is the file's id (the same as ``load_model(path).model_id``).
+
+    Raises:
+        InputError: with a one-line message naming the file, as ``load_model``.
+    """
+    from safetensors.numpy import load as st_load
+
+    from fitface.errors import InputError
+    from fitface.models import model_file as mf
+
+    p = mf._resolve(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read model file: {mf._one_line(exc.strerror or exc)}", p) from None
+    header = mf._parse_header(data, len(data), p)
+    doc = mf._document(header, p)
+    gen = doc["generator"]
+    nd, nh, nv, nf = gen["latent_dim"], gen["hidden"], doc["num_vertices"], doc["num_faces"]
+    expected: dict[str, tuple[tuple[int | None, ...], str]] = {
+        "generator.fc.weight": ((nh, nd), "float"),
+        "generator.fc.bias": ((nh,), "float"),
+        "generator.out.weight": ((3 * nv, nh), "float"),
+        "generator.out.bias": ((3 * nv,), "float"),
+        "template": ((nv, 3), "float"),
+        "faces": ((nf, 3), "int"),
+        "uv": ((nv, 2), "float"),
+    }
+    for name in doc["landmark_sets"]:
+        expected[f"landmarks.{name}.face_index"] = ((None,), "int")
+        expected[f"landmarks.{name}.bary"] = ((None, 3), "float")
+    present = {k: v for k, v in header.items() if k != "__metadata__"}
+    missing = [k for k in expected if k not in present]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise InputError(f"model file is missing tensor {missing[0]!r}{more}", p)
+    has_disc = doc.get("discriminator") is not None
+    extra = [k for k in present if k not in expected and not (has_disc and k.startswith("discriminator."))]
+    if extra:
+        raise InputError(f"model file has unexpected tensor {extra[0]!r}", p)
+    for name, (shape, kind) in expected.items():
+        entry = present[name]
+        got = tuple(entry.get("shape", ()))
+        if len(got) != len(shape) or any(e is not None and e != g for e, g in zip(shape, got)):
+            want = "(" + ", ".join("*" if e is None else str(e) for e in shape) + ")"
+            raise InputError(f"tensor {name!r} has shape {got}, expected {want}", p)
+        allowed = _NUMPY_FLOAT if kind == "float" else mf._INT_DTYPES
+        if entry.get("dtype") not in allowed:
+            raise InputError(f"tensor {name!r} has dtype {entry.get('dtype')}, expected {kind}", p)
+    try:
+        t = st_load(data)
+    except Exception as exc:  # safetensors' own error types; nothing is unpickled
+        raise InputError(f"corrupt safetensors data: {mf._one_line(exc)}", p) from None
+    for name in expected:
+        arr = t[name]
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise InputError(f"tensor {name!r} holds NaN or inf", p)
+    faces = t["faces"].astype(np.int64)
+    if faces.size and (faces.min() < 0 or faces.max() >= nv):
+        raise InputError(f"faces: vertex index out of range [0, {nv})", p)
+    sets = {}
+    for name in doc["landmark_sets"]:
+        fi, bary = t[f"landmarks.{name}.face_index"].astype(np.int64), t[f"landmarks.{name}.bary"]
+        if fi.shape[0] != bary.shape[0]:
+            raise InputError(f"landmark set {name!r}: {fi.shape[0]} face indices but {bary.shape[0]} bary rows", p)
+        if fi.size and (fi.min() < 0 or fi.max() >= nf):
+            raise InputError(f"landmark set {name!r}: face_index out of range [0, {nf})", p)
+        sets[name] = LandmarkSet(name, fi, bary.astype(np.float64))
+    return MLPDecoder(
+        t["generator.fc.weight"], t["generator.fc.bias"], t["generator.out.weight"], t["generator.out.bias"],
+        t["template"], faces, LatentLayout.from_json(doc["latent_layout"]),
+        negative_slope=float(gen["negative_slope"]), unit=doc["unit"], landmark_sets=sets,
+        model_id=mf.file_model_id(data), dtype=dtype,
+    )
+
+
+# ----------------------------------------------------------------------------- synthetic models
+
+
+@dataclass
+class GridFace:
+    """A smooth synthetic 'face' surface for tests and benchmarks: a ``n x n`` height-field grid.
+
+    Attributes:
+        template: (n*n, 3) float64 mm, a dome of the given width (x right, y up, z to the viewer).
+        faces: (2 (n-1)^2, 3) int64 triangles, counter-clockwise seen from +z.
+        basis: (3V, nb) float64 smooth displacement fields (Gaussian bumps, mostly along z).
+    """
+
+    template: np.ndarray
+    faces: np.ndarray
+    basis: np.ndarray
+    grid: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def grid_face(n: int = 20, width: float = 150.0, num_basis: int = 24, seed: int = 0) -> GridFace:
+    """A smooth dome grid with ``num_basis`` smooth displacement fields (see :class:`GridFace`)."""
+    rng = np.random.default_rng(seed)
+    u = np.linspace(-0.5, 0.5, n)
+    gx, gy = np.meshgrid(u, u, indexing="xy")  # (n, n)
+    x, y = gx.ravel() * width, gy.ravel() * width * 1.2
+    zz = 60.0 * np.exp(-(gx.ravel() ** 2 + gy.ravel() ** 2) / 0.18)
+    template = np.stack([x, y, zz], axis=1)
+    idx = np.arange(n * n).reshape(n, n)
+    a, b, c, d = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
+    faces = np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)]).astype(np.int64)
+    centres = rng.uniform(-0.5, 0.5, size=(num_basis, 2))
+    widths = rng.uniform(0.15, 0.35, size=num_basis)
+    dirs = rng.normal(size=(num_basis, 3)) * [0.3, 0.3, 1.0]
+    bump = np.exp(-((gx.ravel()[:, None] - centres[:, 0]) ** 2 + (gy.ravel()[:, None] - centres[:, 1]) ** 2)
+                  / widths**2)  # (V, nb)
+    basis = (bump[:, None, :] * dirs.T[None]).reshape(3 * n * n, num_basis) * 8.0  # mm per unit
+    return GridFace(template, faces, basis, grid=n)
+
+
+def synthetic_mlp_decoder(
+    grid: int = 20,
+    latent: tuple[int, ...] = (8, 4),
+    hidden: int = 64,
+    num_basis: int = 24,
+    seed: int = 0,
+    dtype: Any = np.float64,
+    landmarks: int = 30,
+) -> MLPDecoder:
+    """A random but face-sized, smooth :class:`MLPDecoder` on a :func:`grid_face` template (tests,
+    benchmarks): ``W2 = basis @ C`` so every output is a smooth surface displacement of a few mm
+    per unit code. ``grid=97, latent=(65, 15, 5), hidden=512`` gives the ICT size (V = 9,409).
+    It has one landmark set ``"lm"`` of ``landmarks`` surface points spread over the grid."""
+    rng = np.random.default_rng(seed)
+    gf = grid_face(grid, num_basis=num_basis, seed=seed)
+    d = int(sum(latent))
+    w1 = rng.normal(size=(hidden, d)) / np.sqrt(d)
+    b1 = rng.normal(size=hidden) * 0.1
+    c = rng.normal(size=(num_basis, hidden)) / np.sqrt(hidden) * 1.5
+    w2 = gf.basis @ c  # (3V, H)
+    b2 = gf.basis @ rng.normal(size=num_basis) * 0.2
+    nf = len(gf.faces)
+    face_index = rng.choice(nf, size=landmarks, replace=False)
+    bary = rng.dirichlet(np.ones(3), size=landmarks)
+    lset = LandmarkSet("lm", face_index.astype(np.int64), bary)
+    return MLPDecoder.from_arrays(w1, b1, w2, b2, gf.template, gf.faces, layout=tuple(latent),
+                                  landmark_sets={"lm": lset}, model_id="synthetic", dtype=dtype)

@@ -1,0 +1,137 @@
+"""Preview pictures of fits and of latent manipulations (numpy + OpenCV, no torch).
+
+Convention:
+    * A fit is shown from the *model's* frontal view, whatever the capture's frame: the
+      camera rotation is ``R^T`` where ``x_capture = s R x_model + t`` (the fit's transform),
+      so a face looks straight at the viewer even when the scanner's axes differ.
+    * Target landmarks are drawn as white rings, fitted landmarks as filled dots joined to
+      their target by a segment, both coloured by the residual distance: green at 0, yellow at
+      half of :data:`RESIDUAL_FULL_SCALE_MM`, red at or above it (converted to the capture's
+      unit). A legend line states the RMS and its unit.
+    * Images are (H, W, 3) uint8 RGB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+#: Residual (in mm) drawn fully red in previews; smaller residuals blend green -> yellow -> red.
+RESIDUAL_FULL_SCALE_MM = 5.0
+#: Default preview side in pixels.
+PREVIEW_SIZE = 384
+#: Background grey of previews (RGB 0..255).
+BACKGROUND = (40, 40, 46)
+
+
+def residual_colors(distances: np.ndarray, full_scale: float) -> np.ndarray:
+    """Colour per residual: (L,) float distances -> (L, 3) uint8 RGB, green -> yellow -> red
+    as ``distance / full_scale`` goes 0 -> 0.5 -> 1 (clipped)."""
+    t = np.clip(np.asarray(distances, dtype=np.float64) / max(float(full_scale), 1e-300), 0.0, 1.0)
+    r = np.clip(2.0 * t, 0.0, 1.0)
+    g = np.clip(2.0 * (1.0 - t), 0.0, 1.0)
+    return np.round(np.stack([r, g, np.zeros_like(t)], axis=1) * 230 + 25).astype(np.uint8)
+
+
+def _legend(image: np.ndarray, lines: Sequence[str]) -> np.ndarray:
+    """Draw text lines on a dark band at the top of ``image`` (in place)."""
+    import cv2
+
+    font, scale, thick, step = cv2.FONT_HERSHEY_SIMPLEX, 0.42, 1, 16
+    band = image[: 6 + step * len(lines)]
+    band[:] = (band.astype(np.uint16) * 2 // 5).astype(np.uint8)  # darken for contrast
+    for i, text in enumerate(lines):
+        cv2.putText(image, text, (6, 15 + i * step), font, scale, (240, 240, 240), thick, cv2.LINE_AA)
+    return image
+
+
+def fit_preview(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    targets: np.ndarray,
+    fitted: np.ndarray,
+    rotation: np.ndarray | None = None,
+    unit: str = "mm",
+    rms: float | None = None,
+    size: int = PREVIEW_SIZE,
+    title: str | None = None,
+) -> np.ndarray:
+    """Shaded fitted mesh with target landmarks, fitted landmarks and residual segments.
+
+    Args:
+        vertices: (V, 3) float, the fitted mesh in the capture's frame and ``unit``.
+        faces: (F, 3) int.
+        targets: (L, 3) float, target landmarks, same frame and unit.
+        fitted: (L, 3) float, the fitted model's landmarks, same frame and unit.
+        rotation: (3, 3) float, the fit's model -> capture rotation ``R`` (None = identity).
+        unit: the capture's unit (for the legend and the colour scale).
+        rms: landmark RMS to print (default: computed from ``fitted - targets``).
+        size: image side in pixels.
+        title: optional first legend line (e.g. the capture's name).
+
+    Returns:
+        (size, size, 3) uint8 RGB.
+    """
+    import cv2
+
+    from fitface.geometry.camera import frame_mesh
+    from fitface.geometry.render import render_shaded
+    from fitface.units import scale_between
+
+    v = np.asarray(vertices, dtype=np.float64)
+    tg = np.asarray(targets, dtype=np.float64).reshape(-1, 3)
+    ft = np.asarray(fitted, dtype=np.float64).reshape(-1, 3)
+    r = np.eye(3) if rotation is None else np.asarray(rotation, dtype=np.float64)
+    cam = frame_mesh(np.concatenate([v, tg]), size=size, rotation=r.T)
+    img = render_shaded(v, faces, camera=cam, background=BACKGROUND).image.copy()
+    dist = np.linalg.norm(ft - tg, axis=1)  # (L,) capture unit
+    full = RESIDUAL_FULL_SCALE_MM * scale_between("mm", unit)
+    cols = residual_colors(dist, full)  # (L, 3)
+    xy_t, _ = cam.project(tg)  # (L, 2) pixels
+    xy_f, _ = cam.project(ft)
+    shift = 4
+    one = 1 << shift
+
+    def px(p):
+        return round((p[0] - 0.5) * one), round((p[1] - 0.5) * one)
+
+    for a, b, c in zip(xy_f, xy_t, cols):
+        col = tuple(int(x) for x in c)
+        cv2.line(img, px(a), px(b), col, 1, cv2.LINE_AA, shift)
+        cv2.circle(img, px(b), int(2.6 * one), (255, 255, 255), 1, cv2.LINE_AA, shift)
+        cv2.circle(img, px(a), int(1.8 * one), col, -1, cv2.LINE_AA, shift)
+    rms = float(np.sqrt(np.mean(dist**2))) if rms is None else float(rms)
+    lines = ([title] if title else []) + [
+        f"landmark RMS {rms:.3g} {unit}  max {dist.max():.3g} {unit}",
+        f"colour: green 0 .. red >= {full:.3g} {unit}",
+    ]
+    return _legend(img, lines)
+
+
+def mesh_strip(
+    meshes: Sequence[np.ndarray], faces: np.ndarray, labels: Sequence[str] | None = None, size: int = 192,
+    ncols: int | None = None,
+) -> np.ndarray:
+    """Shaded meshes side by side (one shared camera, so sizes compare).
+
+    Args:
+        meshes: K (V, 3) float vertex arrays in one frame (x right, y up, z to the viewer).
+        faces: (F, 3) int.
+        labels: optional K captions.
+        size: side of each cell in pixels.
+        ncols: columns (default: all in one row).
+
+    Returns:
+        (H, W, 3) uint8 RGB grid.
+    """
+    from fitface.geometry.camera import frame_mesh
+    from fitface.geometry.render import render_shaded, tile_images
+
+    stack = np.asarray(meshes, dtype=np.float64)  # (K, V, 3)
+    cam = frame_mesh(stack.reshape(-1, 3), size=size)
+    ims = [render_shaded(m, faces, camera=cam, background=BACKGROUND).image for m in stack]
+    return tile_images(ims, labels, ncols=len(ims) if ncols is None else ncols)
+
+
+__all__ = ["BACKGROUND", "PREVIEW_SIZE", "RESIDUAL_FULL_SCALE_MM", "fit_preview", "mesh_strip", "residual_colors"]
