@@ -21,7 +21,6 @@ Convention:
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,57 +148,6 @@ def mediapipe_indices(document: dict[str, Any], path: str | os.PathLike | None =
                          f"with `fitface landmarks mediapipe{where or ' MODEL'} --replace`", path) from None
 
 
-def store_landmark_set(model_path: str | os.PathLike, lset: LandmarkSet, out: str | os.PathLike | None = None,
-                       replace: bool = False, metadata: dict[str, Any] | None = None) -> str:
-    """Write a model file with one more landmark set (atomically), every other tensor kept.
-
-    Args:
-        model_path: the model file.
-        lset: the set (its ``name`` is the set's name; no ``.`` allowed).
-        out: destination (default: replace ``model_path``).
-        replace: overwrite a set of the same name.
-        metadata: keys merged into the document's ``metadata``.
-
-    Returns:
-        The new file's model id (it changes: the id is the file's hash).
-
-    Raises:
-        InputError: not a model file; a set of that name exists and ``replace`` is False; the
-            set does not fit the model's faces.
-    """
-    from safetensors import safe_open
-    from safetensors.numpy import save as st_save
-
-    from fitface.io.atomic import atomic_path
-    from fitface.models.model_file import METADATA_KEY, file_model_id, read_metadata
-
-    src = Path(model_path)
-    doc = read_metadata(src)
-    name = lset.name
-    if not name or "." in name:
-        raise InputError(f"landmark set name {name!r}: must be non-empty without '.'")
-    if name in doc["landmark_sets"] and not replace:
-        raise InputError(f"the model already has a landmark set {name!r} (pass --replace to recompute it)", src)
-    if len(lset) and (lset.face_index.min() < 0 or lset.face_index.max() >= int(doc["num_faces"])):
-        raise InputError(f"landmark set {name!r}: face_index out of range [0, {doc['num_faces']})", src)
-    try:
-        with safe_open(str(src), framework="np") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # safetensors' own error types
-        raise InputError(f"cannot read model tensors: {' '.join(str(exc).split())[:200]}", src) from None
-    tensors[f"landmarks.{name}.face_index"] = np.ascontiguousarray(lset.face_index, dtype=np.int64)
-    tensors[f"landmarks.{name}.bary"] = np.ascontiguousarray(lset.bary, dtype=np.float64)
-    if name not in doc["landmark_sets"]:
-        doc["landmark_sets"].append(name)
-    if metadata:
-        doc["metadata"] = {**dict(doc.get("metadata") or {}), **metadata}
-    data = st_save(tensors, metadata={METADATA_KEY: json.dumps(doc, default=str, ensure_ascii=True)})
-    with atomic_path(Path(out) if out is not None else src) as tmp:
-        tmp.write_bytes(data)
-        read_metadata(tmp)  # the new header must validate before it replaces anything
-    return file_model_id(data)
-
-
 def add_mediapipe_set(model_path: str | os.PathLike, out: str | os.PathLike | None = None, replace: bool = False,
                       mediapipe_model: str | os.PathLike | None = None) -> tuple[str, MediapipeCorrespondence]:
     """Compute the ``"mediapipe"`` set on a model file's template and store it (atomically).
@@ -208,12 +156,12 @@ def add_mediapipe_set(model_path: str | os.PathLike, out: str | os.PathLike | No
         ``(new model id, correspondence)``.
 
     Raises:
-        InputError: as :func:`store_landmark_set`; NoFaceError: no face in the template's render.
+        InputError: as :func:`fitface.models.model_file.add_landmark_set`; NoFaceError: no face in the template's render.
     """
     from safetensors import safe_open
 
     from fitface.errors import NoFaceError
-    from fitface.models.model_file import read_metadata
+    from fitface.models.model_file import add_landmark_set, read_metadata
 
     src = Path(model_path)
     doc = read_metadata(src)
@@ -226,12 +174,12 @@ def add_mediapipe_set(model_path: str | os.PathLike, out: str | os.PathLike | No
         corr = build_mediapipe_set(template, faces, mediapipe_model=mediapipe_model)
     except NoFaceError as exc:
         raise NoFaceError(f"mediapipe finds no face in the rendered template ({exc.problem})", src) from None
-    new_id = store_landmark_set(src, corr.landmark_set, out, replace=True,
-                                metadata={INDICES_KEY: corr.indices.astype(int).tolist()})
+    new_id = add_landmark_set(src, corr.landmark_set, out, replace=True,
+                              metadata={INDICES_KEY: corr.indices.astype(int).tolist()})
     return new_id, corr
 
 
 __all__ = [
     "CORRESPONDENCE_VIEWS", "INDICES_KEY", "MIN_SUPPORT", "MediapipeCorrespondence", "SET_NAME",
-    "add_mediapipe_set", "attach_to_model", "build_mediapipe_set", "mediapipe_indices", "store_landmark_set",
+    "add_mediapipe_set", "attach_to_model", "build_mediapipe_set", "mediapipe_indices",
 ]

@@ -29,6 +29,7 @@ Convention:
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -167,8 +168,46 @@ def _orientation_candidates() -> list[np.ndarray]:
     return out
 
 
+#: Largest head yaw (degrees, from mediapipe's eye-corner depths) accepted for the base view.
+MAX_BASE_YAW = 30.0
+#: Orientation search prior: score added per degree between a view's image-up and world +y.
+#: mediapipe reads the open face mask rendered upside down as an upright face (roll ~0, yaw
+#: ~10 deg) about as readily as the right way up, so the project's y-up convention breaks the tie.
+UP_PRIOR_PER_DEGREE = 0.2
+
+
+def apparent_yaw(image_points: np.ndarray) -> float:
+    """Head yaw in degrees implied by mediapipe's outer eye corners (33, 263): ``atan2(dz, dx)``
+    (0 for a frontal face; a profile seen from the side gives large values)."""
+    from fitface.landmarks.mediapipe_points import LEFT_EYE_OUTER, RIGHT_EYE_OUTER
+
+    d = image_points[LEFT_EYE_OUTER] - image_points[RIGHT_EYE_OUTER]
+    return float(np.degrees(np.arctan2(abs(d[2]), abs(d[0]))))
+
+
+def _view_score(vd: ViewDetection) -> float:
+    """Lower is a better base view: the apparent yaw plus the in-image roll of the eye line (both in
+    degrees; an upside-down face has roll ~180), plus 1000 when the rendered surface puts the nose
+    behind the eye corners (the inside of an open face mask seen from behind reads as a face)."""
+    from fitface.landmarks.mediapipe_points import LEFT_EYE_OUTER, RIGHT_EYE_OUTER
+
+    nose = 4  # just above the tip: on the surface in every view
+    eye = vd.image_points[LEFT_EYE_OUTER] - vd.image_points[RIGHT_EYE_OUTER]  # image right when upright
+    roll = abs(float(np.degrees(np.arctan2(eye[1], eye[0]))))
+    cam = vd.rendering.camera
+    pts = vd.surface[[nose, RIGHT_EYE_OUTER, LEFT_EYE_OUTER]]
+    if not np.isfinite(pts).all():
+        return 1000.0 + apparent_yaw(vd.image_points) + roll
+    depth = cam.project(pts)[1]  # smaller is nearer
+    convex = depth[0] < 0.5 * (depth[1] + depth[2])
+    return apparent_yaw(vd.image_points) + roll + (0.0 if convex else 1000.0)
+
+
 def find_base_view(vertices, faces, detector, size: int = RENDER_SIZE, search: bool = True):
-    """The base (frontal) view: identity if a face is found there, else the best of 24 orientations.
+    """The base (frontal) view: identity if a face with ``apparent_yaw <= MAX_BASE_YAW`` is found
+    there (and the rendered nose is in front of the eye corners), else the best face of 24
+    orientations (6 axis directions x 4 rolls), see ``_view_score`` and :data:`UP_PRIOR_PER_DEGREE`
+    (a scan lying upside down may be read upside down: pass it y-up).
 
     Returns:
         ``(rotation (3, 3), ViewDetection)``.
@@ -177,18 +216,20 @@ def find_base_view(vertices, faces, detector, size: int = RENDER_SIZE, search: b
         NoFaceError: no orientation shows a face (message without a path; callers add it).
     """
     first = render_and_detect(vertices, faces, np.eye(3), detector, size)
-    if first.image_points is not None or not search:
-        if first.image_points is None:
-            raise NoFaceError("no face found in the rendered scan")
+    if first.image_points is not None and (not search or _view_score(first) <= MAX_BASE_YAW):
         return np.eye(3), first
-    best, best_area = None, 0.0
+    if not search:
+        raise NoFaceError("no face found in the rendered scan")
+    best, best_key = None, None
+    if first.image_points is not None:
+        best, best_key = (np.eye(3), first), _view_score(first)
     for rot in _orientation_candidates()[1:]:  # [0] is the identity, tried above
         vd = render_and_detect(vertices, faces, rot, detector, size)
         if vd.image_points is not None:
-            p = vd.image_points
-            area = float(np.ptp(p[:, 0]) * np.ptp(p[:, 1]))
-            if area > best_area:
-                best, best_area = (rot, vd), area
+            up = float(np.degrees(np.arccos(np.clip(rot[1, 1], -1.0, 1.0))))  # image-up vs world +y
+            key = _view_score(vd) + UP_PRIOR_PER_DEGREE * up
+            if best_key is None or key < best_key:
+                best, best_key = (rot, vd), key
     if best is None:
         raise NoFaceError("no face found in the rendered scan from any of 24 orientations")
     return best
@@ -210,8 +251,8 @@ def consensus(observations: np.ndarray, tol: float, min_support: int) -> tuple[n
     check_shape("observations", obs, ("K", "N", 3))
     ok = np.isfinite(obs).all(axis=2)  # (K, N)
     seen = ok.sum(axis=0)
-    with np.errstate(invalid="ignore"), np.testing.suppress_warnings() as sup:
-        sup.filter(RuntimeWarning)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (points no view saw)
         med = np.nanmedian(np.where(ok[..., None], obs, np.nan), axis=0)  # (N, 3)
     dist = np.linalg.norm(obs - med[None], axis=2)  # (K, N), NaN where unseen
     inl = ok & (np.nan_to_num(dist, nan=np.inf) <= tol)
@@ -411,7 +452,7 @@ def scan_overlay(lift: ScanLift, indices=None, size: int | None = None) -> np.nd
 
 
 __all__ = [
-    "BACKGROUND", "DEFAULT_VIEWS", "INLIER_TOL_FRACTION", "MultiViewLandmarks", "RENDER_SIZE", "ScanLift",
+    "BACKGROUND", "DEFAULT_VIEWS", "INLIER_TOL_FRACTION", "MAX_BASE_YAW", "apparent_yaw", "MultiViewLandmarks", "RENDER_SIZE", "ScanLift",
     "VIEW_ANGLES", "ViewDetection", "consensus", "find_base_view", "lift_scan", "multiview_landmarks",
     "render_and_detect", "scan_overlay", "snap_to_surface", "view_angles",
 ]

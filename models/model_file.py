@@ -521,13 +521,14 @@ def read_tensor(path: str | os.PathLike, key: str):
 
 
 def add_landmark_set(path: str | os.PathLike, landmark_set, out: str | os.PathLike | None = None,
-                     replace: bool = False) -> str:
+                     replace: bool = False, metadata: dict[str, Any] | None = None) -> str:
     """Store ``landmark_set`` (a :class:`fitface.landmarks.sets.LandmarkSet`) in a model file.
 
     The set is stored like the built-in ones (``landmarks.<name>.face_index`` / ``.bary``
     tensors and its name in the document's ``landmark_sets``); every other tensor and field is
     kept. Written atomically to ``out`` (default: in place); the new header is validated before
-    it replaces anything. The file's hash, hence its ``model_id``, changes.
+    it replaces anything. The file's hash, hence its ``model_id``, changes. ``metadata`` keys
+    are merged into the document's ``metadata`` (e.g. how the set was made).
 
     Returns:
         The new file's model id.
@@ -564,6 +565,8 @@ def add_landmark_set(path: str | os.PathLike, landmark_set, out: str | os.PathLi
     tensors[f"landmarks.{name}.bary"] = np.ascontiguousarray(landmark_set.bary, dtype=np.float64)
     if name not in doc["landmark_sets"]:
         doc["landmark_sets"].append(name)
+    if metadata:
+        doc["metadata"] = {**dict(doc.get("metadata") or {}), **metadata}
     data = st_save(tensors, metadata={METADATA_KEY: json.dumps(doc, default=str, ensure_ascii=True)})
     target = Path(out) if out is not None else src
     with atomic_path(target) as tmp:

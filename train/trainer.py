@@ -598,6 +598,8 @@ class Trainer:
 
             bar = tqdm(total=self.total_steps, initial=self.start_step, unit="it", dynamic_ncols=True, leave=True)
         last: dict = {}
+        if not resuming and cfg.metrics_every and self.total_steps > 0:
+            run_metrics(0)  # the baseline: an untrained G outputs (almost) the template
         t_start = time.perf_counter()
         t_window, n_window = time.perf_counter(), 0
         rate = float("nan")

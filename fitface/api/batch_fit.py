@@ -173,7 +173,7 @@ def fit_batch(
     batch = BatchResult(results, failures, {}, 0.0)
     batch.seconds = time.perf_counter() - t0
     if out is not None:
-        batch.files = _write_summary(out, batch, dec, cset, shard_kn, sequence)
+        batch.files = write_summary(out, batch, dec.model_id, cset.ignored, shard_kn, sequence)
     return batch
 
 
@@ -212,32 +212,41 @@ def _fit_chunk(dec, caps, lam, steps, restarts, seed, freeze_codes, sequence, sm
     return out
 
 
-def _write_summary(out: Path, batch: BatchResult, dec, cset, shard_kn, sequence) -> dict[str, Path]:
+def write_summary(out: Path, batch: BatchResult, model_id: str, ignored: int = 0,
+                  shard_kn: tuple[int, int] | None = None, sequence: bool = False) -> dict[str, Path]:
+    """Write ``summary.csv``, ``summary.json`` and ``failures.txt`` of a batch (3D or photo captures).
+
+    Every capture is a row: its name, status, landmark RMS and unit (``px`` for photo fits), scale,
+    sources (landmarks, scan or photo) and output folder, or its failure reason.
+    """
+    from fitface.captures import natural_key
+    from fitface.io.codes import _to_json
     from fitface.outputs import write_batch_summary
 
     rows, captures = [], []
     for r in batch.results:
-        surf = r.codes.extra.get("surface") or {}
-        rows.append({"name": r.name, "status": "ok", "landmark_rms": r.landmark_rms, "unit": r.unit,
+        ex = r.codes.extra
+        surf = ex.get("surface") or {}
+        unit = r.unit or "px"
+        sources = {k: ex.get(k) for k in ("landmarks_file", "scan_file", "photo", "face") if ex.get(k) is not None}
+        rows.append({"name": r.name, "status": "ok", "landmark_rms": r.landmark_rms, "unit": unit,
                      "scale": r.codes.transform["scale"], "surface_median": surf.get("median"),
-                     "landmarks": r.codes.extra.get("landmarks_file"), "scan": r.codes.extra.get("scan_file"),
+                     "landmarks": ex.get("landmarks_file") or ex.get("photo"), "scan": ex.get("scan_file"),
                      "out_dir": str(r.files["codes"].parent) if r.files else None, "reason": None})
-        captures.append({"name": r.name, "status": "ok", "landmark_rms": r.landmark_rms, "unit": r.unit,
-                         "transform": r.codes.transform, "surface": surf or None,
+        captures.append({"name": r.name, "status": "ok", "landmark_rms": r.landmark_rms, "unit": unit,
+                         "transform": r.codes.transform, "surface": surf or None, **sources,
                          "files": {k: str(v) for k, v in r.files.items()}})
     for name, reason in batch.failures:
         rows.append({"name": name, "status": "failed", "reason": reason})
         captures.append({"name": name, "status": "failed", "reason": reason})
-    from fitface.captures import natural_key
-
     rows.sort(key=lambda r: natural_key(r["name"]))
     captures.sort(key=lambda r: natural_key(r["name"]))
     rms = [r.landmark_rms for r in batch.results]
     doc = {
-        "model_id": dec.model_id,
+        "model_id": model_id,
         "fitted": len(batch.results),
         "failed": len(batch.failures),
-        "ignored_files": cset.ignored,
+        "ignored_files": ignored,
         "shard": None if shard_kn is None else f"{shard_kn[0]}/{shard_kn[1]}",
         "sequence": bool(sequence),
         "median_landmark_rms": float(np.median(rms)) if rms else None,
@@ -245,6 +254,4 @@ def _write_summary(out: Path, batch: BatchResult, dec, cset, shard_kn, sequence)
         "captures": captures,
         "failures": [{"name": n, "reason": r} for n, r in batch.failures],
     }
-    from fitface.io.codes import _to_json
-
     return write_batch_summary(out, rows, _to_json(doc, "summary"), batch.failures, shard_kn)

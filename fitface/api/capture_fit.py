@@ -133,42 +133,67 @@ def engine_refine(dec, cap: PreparedCapture, z, transform, lam, seed):
     return np.asarray(res.z, dtype=np.float64).reshape(1, -1), res.transform, stats
 
 
-def finish_fit(dec, cap: PreparedCapture, z: np.ndarray, t_model, lam, steps, restarts, seed, surface=None,
-            decode: bool = True) -> FitResult:
-    """Express one fit in the capture's frame and unit: mesh, landmarks, residuals, Codes."""
-    from fitface.fitting.similarity import Similarity
+def fit_result(dec, name: str, set_name: str, z: np.ndarray, to_capture, targets: np.ndarray, unit: str | None,
+               extra: dict[str, Any], decode: bool = True, planar: bool = False) -> FitResult:
+    """Express one fit in the capture's frame: mesh, landmarks, residuals and :class:`Codes`.
+
+    Args:
+        dec: the decoder. name: the capture's name. set_name: the landmark set fitted.
+        z: (D,) or (1, D) latent code.
+        to_capture: :class:`~fitface.fitting.similarity.Similarity` (batch of one), model -> capture
+            frame and unit.
+        targets: (L, 3) target landmarks, capture frame and unit.
+        unit: the capture's unit (None for a photo's pixel frame).
+        extra: further codes.json keys (``lambda``, ``steps``, sources, ...); None values are dropped.
+        decode: also decode the full mesh (batches decode all meshes at once instead).
+        planar: residuals in x, y only (photo fits in 2D: depth is not fitted).
+
+    Raises:
+        InputError: the fit diverged (non-finite codes or transform).
+    """
     from fitface.io.codes import Codes
 
     z = np.asarray(z, dtype=np.float64).reshape(1, -1)  # (1, D)
-    to_cap = Similarity.from_scale(1.0 / cap.to_model).compose(t_model)  # model -> capture unit/frame
-    rows = dec.landmark_rows(dec.landmark_sets[cap.set_name])
-    fitted = to_cap.apply(dec.points(z, rows))[0]  # (L, 3) capture unit
-    if not np.isfinite(z).all() or not np.isfinite(fitted).all() or not np.isfinite(to_cap.scale).all():
-        raise InputError(f"{cap.name}: the fit diverged (non-finite codes); check the landmarks")
-    residuals = fitted - cap.targets  # (L, 3)
+    rows = dec.landmark_rows(dec.landmark_sets[set_name])
+    fitted = to_capture.apply(dec.points(z, rows))[0]  # (L, 3) capture frame
+    if not np.isfinite(z).all() or not np.isfinite(fitted).all() or not np.isfinite(to_capture.scale).all():
+        raise InputError(f"{name}: the fit diverged (non-finite codes); check the landmarks")
+    residuals = fitted - targets  # (L, 3)
+    if planar:
+        residuals[:, 2] = 0.0
     dist = np.linalg.norm(residuals, axis=1)  # (L,)
-    rms = float(np.sqrt(np.mean(dist**2)))
-    verts = to_cap.apply(dec.vertices(z))[0] if decode else None  # (V, 3) capture unit
-    extra: dict[str, Any] = {
-        "lambda": float(lam),
-        "landmark_set": cap.set_name,
-        "landmark_rms": rms,
+    verts = to_capture.apply(dec.vertices(z))[0] if decode else None  # (V, 3) capture frame
+    doc: dict[str, Any] = {
+        "landmark_set": set_name,
+        "landmark_rms": float(np.sqrt(np.mean(dist**2))),
         "landmark_residuals": residuals,
         "landmark_distances": dist,
+        "model_unit": dec.unit,
+        "capture": name,
+        **extra,
     }
+    doc = {k: v for k, v in doc.items() if v is not None}
+    parts = dec.layout.split(z[0])
+    codes = Codes(dec.model_id, {k: np.asarray(v).tolist() for k, v in parts.items()}, to_capture.to_json(0), unit,
+                  doc)
+    return FitResult(name, verts, np.asarray(dec.faces), codes, targets, fitted, to_capture)
+
+
+def finish_fit(dec, cap: PreparedCapture, z: np.ndarray, t_model, lam, steps, restarts, seed, surface=None,
+               decode: bool = True) -> FitResult:
+    """:func:`fit_result` for a 3D capture: converts the engine's model-unit transform to the
+    capture's unit and records the fit's options and sources."""
+    from fitface.fitting.similarity import Similarity
+
+    to_cap = Similarity.from_scale(1.0 / cap.to_model).compose(t_model)  # model -> capture unit/frame
+    extra: dict[str, Any] = {"lambda": float(lam)}
     if surface:
         unitless = ("inlier_fraction", "points_used")
         extra["surface"] = {k: (v if k in unitless else v / cap.to_model) for k, v in surface.items()}
     extra.update({"steps": steps, "restarts": restarts, "seed": int(seed), "unit_source": cap.unit_source,
-                  "model_unit": dec.unit, "capture": cap.name,
                   "landmarks_file": None if cap.landmarks_path is None else str(cap.landmarks_path),
                   "scan_file": None if cap.scan_path is None else str(cap.scan_path)})
-    extra = {k: v for k, v in extra.items() if v is not None}
-    parts = dec.layout.split(z[0])
-    codes = Codes(dec.model_id, {k: np.asarray(v).tolist() for k, v in parts.items()}, to_cap.to_json(0), cap.unit,
-                  extra)
-    return FitResult(cap.name, verts, np.asarray(dec.faces), codes, cap.targets, fitted, to_cap)
-
+    return fit_result(dec, cap.name, cap.set_name, z, to_cap, cap.targets, cap.unit, extra, decode)
 
 
 # ------------------------------------------------------------------------------ fit

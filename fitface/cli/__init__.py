@@ -49,6 +49,7 @@ COMMANDS = {
     "sample": "fitface.cli.sample:sample",
     "interpolate": "fitface.cli.sample:interpolate",
     "landmarks": "fitface.cli.landmarks:landmarks",
+    "lift": "fitface.cli.lift:lift",
 }
 
 

@@ -25,7 +25,7 @@ from fitface.cli.fit import fit_options
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary JSON on stdout.")
 def batch(capture_dir, out_dir, model, lam, steps, restarts, landmark_set, unit, seed, refine_surface, freeze, fmt,
-          shard, sequence, smoothness, previews, no_meshes, no_progress, as_json):
+          all_faces, depth, mediapipe_model, shard, sequence, smoothness, previews, no_meshes, no_progress, as_json):
     """Fit every capture in CAPTURE_DIR in vectorised optimisations.
 
     \b
@@ -33,11 +33,15 @@ def batch(capture_dir, out_dir, model, lam, steps, restarts, landmark_set, unit,
     a landmark-only capture. A bad capture (unreadable file, wrong landmark count, scan
     without landmarks, ...) is listed in failures.txt and summary.json with its reason and
     never stops the batch. Exit code 0 when at least one capture was fitted, 2 when none.
+    A folder of photos and no landmark files is fitted photo by photo with mediapipe
+    (a photo without a face is a failure with its reason).
     """
     import sys
 
-    from fitface.api import fit_batch
+    from fitface.api import DEFAULT_LAMBDA, fit_batch
+    from fitface.captures import discover_captures
     from fitface.errors import InputError
+    from fitface.landmarks.photo_fit import PHOTO_LAMBDA, fit_photo_folder, photo_files
 
     bar = None
     progress = None
@@ -53,11 +57,19 @@ def batch(capture_dir, out_dir, model, lam, steps, restarts, landmark_set, unit,
     def log(msg):
         click.echo(msg, err=True)
 
+    photos = photo_files(capture_dir)
     try:
-        res = fit_batch(capture_dir, out_dir, model=model, lam=lam, steps=steps, restarts=restarts,
-                        landmark_set=landmark_set, unit=unit, seed=seed, refine_surface=refine_surface,
-                        freeze=list(freeze), shard=shard, sequence=sequence, smoothness=smoothness, format=fmt,
-                        previews=previews, meshes=not no_meshes, progress=progress, log=log)
+        if photos and not discover_captures(capture_dir).captures:
+            res = fit_photo_folder(photos, out_dir, model=model, depth=depth, all_faces=all_faces,
+                                   mediapipe_model=mediapipe_model, lam=PHOTO_LAMBDA if lam is None else lam,
+                                   steps=steps, restarts=restarts, seed=seed, format=fmt, previews=previews,
+                                   progress=progress)
+        else:
+            res = fit_batch(capture_dir, out_dir, model=model, lam=DEFAULT_LAMBDA if lam is None else lam, steps=steps,
+                            restarts=restarts,
+                            landmark_set=landmark_set, unit=unit, seed=seed, refine_surface=refine_surface,
+                            freeze=list(freeze), shard=shard, sequence=sequence, smoothness=smoothness, format=fmt,
+                            previews=previews, meshes=not no_meshes, progress=progress, log=log)
     finally:
         if bar is not None:
             bar.close()

@@ -16,9 +16,10 @@ def fit_options(f):
     options = [
         click.option("-m", "--model", type=click.Path(dir_okay=False, path_type=str), default=None,
                      help="Model file (.safetensors). Default: the built-in model."),
-        click.option("--lambda", "lam", type=float, default=0.01, show_default=True,
+        click.option("--lambda", "lam", type=float, default=None,
                      help="Weight of the latent regulariser lambda*||z||^2 (paper eq. 13; Table 2 uses 0, 0.01, "
-                          "10), against squared residuals in the model unit."),
+                          "10), against squared residuals in the model unit. Default 0.01 for 3D landmarks, "
+                          "30 for photos (mediapipe points are noisier)."),
         click.option("--steps", type=click.IntRange(min=0), default=None,
                      help="Optimiser steps (default: the engine's, 400)."),
         click.option("--restarts", type=click.IntRange(min=1), default=None,
@@ -36,6 +37,13 @@ def fit_options(f):
                           "--freeze identity=A/codes.json. Repeatable."),
         click.option("--format", "fmt", type=click.Choice(_FORMATS, case_sensitive=False), default=None,
                      help="Mesh format of the result (default: the scan's, else ply)."),
+        click.option("--all", "all_faces", is_flag=True,
+                     help="Photos: one result per detected face (default: the largest face only)."),
+        click.option("--depth", type=click.Choice(["2d", "3d"]), default="2d", show_default=True,
+                     help="Photos: fit mediapipe's x, y through an orthographic projection (2d), or also its "
+                          "relative depth under weak perspective (3d; depth is less reliable)."),
+        click.option("--mediapipe-model", type=click.Path(dir_okay=False, path_type=str), default=None,
+                     help="Photos: mediapipe FaceLandmarker .task file, for releases without the bundled model."),
     ]
     for opt in reversed(options):
         f = opt(f)
@@ -44,16 +52,17 @@ def fit_options(f):
 
 @click.command("fit")
 @click.argument("scan", required=False, type=click.Path(path_type=str))
-@click.option("-l", "--landmarks", required=True, type=click.Path(path_type=str),
-              help="3D landmark file (txt, xyz, lm, csv, json, npy, pts, pp), in the landmark set's order.")
+@click.option("-l", "--landmarks", default=None, type=click.Path(path_type=str),
+              help="3D landmark file (txt, xyz, lm, csv, json, npy, pts, pp), in the landmark set's order. "
+                   "Not needed when SCAN is a photo (mediapipe finds the points).")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str),
               help="Output folder (created).")
 @fit_options
 @click.option("--no-preview", is_flag=True, help="Do not write preview.png.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary (codes.json + files) as JSON on stdout.")
 def fit(scan, landmarks, out_dir, model, lam, steps, restarts, landmark_set, unit, seed, refine_surface, freeze,
-        fmt, no_preview, as_json):
-    """Fit the face model to one capture's 3D landmarks (and optionally its SCAN).
+        fmt, all_faces, depth, mediapipe_model, no_preview, as_json):
+    """Fit the face model to one capture's 3D landmarks (and optionally its SCAN), or to a photo.
 
     \b
     The capture may be in any frame and unit: a similarity transform (Umeyama from the
@@ -64,16 +73,38 @@ def fit(scan, landmarks, out_dir, model, lam, steps, restarts, landmark_set, uni
       codes.json   model_id, codes per factor, transform, lambda, unit,
                    landmark_residuals and landmark_rms (capture unit), surface distances
       preview.png  shaded fit with targets and residuals coloured
+    A photo (jpg, png, ...) as SCAN is lifted with mediapipe's face mesh and fitted
+    through the model's "mediapipe" landmark set (results in the photo's pixel frame;
+    no face: exit code 3).
     Bad input gives a one-line error, exit code 2, and writes nothing.
     """
     import json
     import sys
 
+    from fitface.errors import InputError
+    from fitface.landmarks.lift_photo import is_photo
+
+    if scan is not None and is_photo(scan):
+        from fitface.landmarks.photo_fit import PHOTO_LAMBDA, fit_photo
+
+        results = fit_photo(scan, out_dir, model=model, depth=depth, all_faces=all_faces,
+                            mediapipe_model=mediapipe_model, lam=PHOTO_LAMBDA if lam is None else lam, steps=steps,
+                            restarts=restarts, seed=seed, format=fmt, preview=not no_preview)
+        if as_json:
+            sys.stdout.write(json.dumps([r.summary() for r in results] if all_faces else results[0].summary()) + "\n")
+            return
+        for r in results:
+            click.echo(f"{r.name}: landmark RMS {r.landmark_rms:.4g} px, scale {r.codes.transform['scale']:.4g} "
+                       f"px/{r.codes.extra.get('model_unit')}; wrote {', '.join(str(p) for p in r.files.values())}")
+        return
+    if landmarks is None:
+        raise InputError("--landmarks is required (a photo needs none; for a raw scan run `fitface lift SCAN` first)")
+    from fitface.api import DEFAULT_LAMBDA
     from fitface.api import fit as run_fit
 
-    res = run_fit(landmarks, scan, model=model, lam=lam, steps=steps, restarts=restarts, landmark_set=landmark_set,
-                  unit=unit, seed=seed, refine_surface=refine_surface, freeze=list(freeze), out_dir=out_dir,
-                  format=fmt, preview=not no_preview)
+    res = run_fit(landmarks, scan, model=model, lam=DEFAULT_LAMBDA if lam is None else lam, steps=steps,
+                  restarts=restarts, landmark_set=landmark_set, unit=unit, seed=seed, refine_surface=refine_surface,
+                  freeze=list(freeze), out_dir=out_dir, format=fmt, preview=not no_preview)
     if as_json:
         sys.stdout.write(json.dumps(res.summary()) + "\n")
         return

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import click
 
+from fitface.cli.landmarks_mediapipe import mediapipe
+
 
 @click.group("landmarks")
 def landmarks():
     """Manage the landmark sets of a model file."""
+
+
+landmarks.add_command(mediapipe)
 
 
 @landmarks.command("add")
