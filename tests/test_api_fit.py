@@ -2,7 +2,7 @@
 
 The model used here is built once per session from the procedural template (its "ibug68" set,
 harmonic UV) with a random generator whose last layer produces smooth, face-like displacements
-of a few mm: ``fit_model_file`` below (other test files import it).
+of a few mm: ``fit_model_file`` in tests/model_builders.py.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from model_builders import fit_model_file, random_similarity, synthetic_capture
 
 import fitface
 from fitface.errors import InputError
@@ -22,71 +23,6 @@ from fitface.errors import InputError
 #: 400 Adam steps reach ~0.03 mm on this model; 0.3 mm leaves a 10x margin and still fails
 #: for any wrong frame, unit or landmark order (those give errors of several mm).
 EXACT_FIT_RMS_MM = 0.3
-
-
-def build_fit_model(path: Path, seed: int = 0, scale: float = 0.03) -> Path:
-    """Write a small face model (procedural template, V ~ 4,300) to ``path``.
-
-    The generator's last layer is a smooth basis over the template (16 random low-frequency
-    cosines of the template's x, y) mixed by random weights, so G(z) is a smooth displacement
-    field of ~3 mm standard deviation (face-like), not per-vertex noise.
-    """
-    import torch
-    from fitface.models.face_model import FaceModel
-    from fitface.models.generator import Generator
-    from fitface.models.latent import PAPER_LAYOUT
-    from fitface.models.model_file import save_model
-
-    from fitface.data.procedural import template_mesh, template_vertices
-    from fitface.geometry.parameterization import harmonic_uv
-
-    tpl = template_mesh()
-    v = template_vertices()
-    f = np.array(tpl.faces)
-    uv = harmonic_uv(v, f).uv
-    torch.manual_seed(seed)
-    g = Generator(PAPER_LAYOUT.dim, len(v))
-    rng = np.random.default_rng(seed)
-    xy = (v[:, :2] - v[:, :2].mean(0)) / np.abs(v[:, :2]).max()
-    freq = rng.normal(0, 1.5, (16, 2))
-    phase = rng.uniform(0, 2 * np.pi, 16)
-    basis = np.cos(xy @ freq.T + phase)  # (V, 16)
-    mix = rng.standard_normal((16, 3, g.hidden_size)) * np.array([1.0, 1.0, 2.0])[None, :, None]
-    w = np.einsum("vk,kch->vch", basis, mix).reshape(3 * len(v), g.hidden_size) * scale  # (3V, H)
-    with torch.no_grad():
-        g.out.weight.copy_(torch.from_numpy(w).float())
-    m = FaceModel(v, f, uv, PAPER_LAYOUT, g, unit="mm", landmark_sets=dict(tpl.landmark_sets))
-    save_model(path, m)
-    return path
-
-
-def fit_model_file(tmp_path_factory, name: str = "fit_model.safetensors", seed: int = 0) -> Path:
-    """The session's test model file (built on first use, then reused by every test file)."""
-    path = tmp_path_factory.getbasetemp() / name
-    if not path.is_file():
-        build_fit_model(path, seed=seed)
-    return path
-
-
-def random_similarity(rng, scale: float):
-    from fitface.fitting.similarity import Similarity
-    from fitface.geometry.camera import rotation_yaw_pitch
-
-    r = rotation_yaw_pitch(*rng.uniform(-25, 25, 3))
-    return Similarity(np.array([scale]), r[None], rng.normal(0, 3, (1, 3)) * scale * 100)
-
-
-def synthetic_capture(model_path: Path, seed: int = 1, scale: float = 1.0):
-    """Ground truth: z ~ N(0, I), a random similarity (scale = unit conversion) -> (z, T, landmarks, vertices, faces)."""
-    from fitface.fitting.decoder import load_decoder
-
-    dec = load_decoder(model_path)
-    rng = np.random.default_rng(seed)
-    z = rng.standard_normal((1, dec.layout.dim))
-    t = random_similarity(rng, scale)
-    lm = t.apply(dec.points(z, dec.landmark_rows("ibug68")))[0]
-    verts = t.apply(dec.vertices(z))[0]
-    return z[0], t, lm, verts, dec.faces
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_api_fit import EXACT_FIT_RMS_MM, fit_model_file, synthetic_capture
+from model_builders import fit_model_file, synthetic_capture
+from test_api_fit import EXACT_FIT_RMS_MM
 
 from fitface.cli import main
 

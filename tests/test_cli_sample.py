@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_api_fit import fit_model_file
+from model_builders import fit_model_file
 
 from fitface.cli import main
 

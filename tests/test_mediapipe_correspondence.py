@@ -7,38 +7,22 @@ import pytest
 
 pytest.importorskip("mediapipe")
 
+from fitface.landmarks import mediapipe_points as mpp
+from fitface.landmarks.correspondence import (
+    INDICES_KEY,
+    SET_NAME,
+    build_mediapipe_set,
+    mediapipe_indices,
+)
+from fitface.landmarks.mediapipe_mesh import FaceMeshDetector, detect_faces
+from fitface.models.model_file import add_landmark_set, read_metadata
+from model_builders import small_model
+
 from fitface.cli import main
 from fitface.data.procedural import template_mesh, template_vertices
 from fitface.errors import InputError
 from fitface.geometry.camera import frame_mesh
 from fitface.geometry.render import render_shaded
-from fitface.landmarks import mediapipe_points as mpp
-from fitface.landmarks.correspondence import INDICES_KEY, SET_NAME, build_mediapipe_set, mediapipe_indices
-from fitface.landmarks.mediapipe_mesh import FaceMeshDetector, detect_faces
-from fitface.models.model_file import add_landmark_set, read_metadata
-
-
-def small_model(path, scale: float = 1e-3):
-    """A model file on the procedural template with a small random generator (plumbing tests)."""
-    import torch
-
-    from fitface.models.face_model import FaceModel
-    from fitface.models.generator import Generator
-    from fitface.models.latent import LatentLayout
-    from fitface.models.model_file import save_model
-
-    torch.manual_seed(0)
-    tm = template_mesh()
-    v = np.array(template_vertices())
-    layout = LatentLayout((("identity", 8), ("expression", 4), ("noise", 2)))
-    g = Generator(layout.dim, len(v), hidden=32)
-    with torch.no_grad():
-        g.out.weight.mul_(scale)
-        g.out.bias.zero_()
-    uv = (tm.domain - tm.domain.min(0)) / np.ptp(tm.domain, axis=0)
-    m = FaceModel(v, np.array(tm.faces), np.array(uv), layout, g, unit="mm", landmark_sets=dict(tm.landmark_sets))
-    save_model(path, m)
-    return path
 
 
 @pytest.fixture(scope="module")

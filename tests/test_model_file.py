@@ -15,11 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
-
-import fitface
-from fitface.errors import InputError
 from fitface.landmarks.sets import LandmarkSet
 from fitface.models.discriminator import Discriminator
 from fitface.models.face_model import FaceModel
@@ -33,16 +28,12 @@ from fitface.models.model_file import (
     read_metadata,
     save_model,
 )
+from model_builders import grid_mesh
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
-
-
-def grid_mesh(n: int = 12, spacing: float = 10.0):
-    """A flat n x n vertex grid: vertices (n^2, 3) float64 mm, faces (2(n-1)^2, 3), uv (n^2, 2) in [0, 1]."""
-    ys, xs = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-    vertices = np.stack([xs.ravel(), ys.ravel(), np.zeros(n * n)], axis=1) * spacing
-    a = (np.arange(n - 1)[:, None] * n + np.arange(n - 1)[None, :]).ravel()
-    faces = np.concatenate([np.stack([a, a + 1, a + n], 1), np.stack([a + 1, a + n + 1, a + n], 1)])
-    return vertices, faces.astype(np.int64), vertices[:, :2] / (spacing * (n - 1))
+import fitface
+from fitface.errors import InputError
 
 
 def make_model(n: int = 12) -> FaceModel:

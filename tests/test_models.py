@@ -8,12 +8,13 @@ import re
 import numpy as np
 import pytest
 import torch
-
 from fitface.landmarks.sets import LandmarkSet
 from fitface.models.discriminator import Discriminator, DiscriminatorOutput
 from fitface.models.face_model import FaceModel
 from fitface.models.generator import Generator
 from fitface.models.latent import PAPER_LAYOUT, LatentLayout
+from model_builders import grid_mesh
+
 from fitface.tolerances import dtype_rtol
 
 #: Number of template vertices in the paper (§5.1).
@@ -24,16 +25,6 @@ LAYOUTS = {
     "viseme": (("identity", 50), ("expression", 50), ("viseme", 50), ("noise", 5)),
     "no_noise": (("identity", 8), ("expression", 4)),
 }
-
-
-def grid_mesh(n: int = 12, spacing: float = 10.0):
-    """A flat n x n vertex grid: vertices (n^2, 3) float64 mm, faces (2(n-1)^2, 3), uv (n^2, 2) in [0, 1]."""
-    ys, xs = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-    vertices = np.stack([xs.ravel(), ys.ravel(), np.zeros(n * n)], axis=1) * spacing
-    a = (np.arange(n - 1)[:, None] * n + np.arange(n - 1)[None, :]).ravel()
-    faces = np.concatenate([np.stack([a, a + 1, a + n], 1), np.stack([a + 1, a + n + 1, a + n], 1)])
-    uv = vertices[:, :2] / (spacing * (n - 1))
-    return vertices, faces.astype(np.int64), uv
 
 
 def make_model(layout=LAYOUTS["paper"], n=12, seed=0, dtype=torch.float32, **kw) -> FaceModel:
