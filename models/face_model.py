@@ -12,6 +12,10 @@ Convention:
       ``geometry_mapping`` (its buffers follow ``.to()``). Fitting and decoding never need
       it, so loading a model file does not pay for rasterising the UV layout.
     * ``uv`` is the per-vertex UV parameterisation in [0, 1]^2 used by the mapping.
+    * The generator is duck-typed: any ``nn.Module`` with ``latent_dim``, ``num_vertices``,
+      ``forward(z (B, D)) -> (B, V, 3)`` displacements and a JSON ``config()`` (the GAN's
+      :class:`~fitface.models.generator.Generator` or the linear 3DMM's
+      :class:`~fitface.models.linear.LinearGenerator`). :attr:`FaceModel.generator_kind` names it.
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ from torch import nn
 from fitface.checks import check_faces, check_shape
 from fitface.units import check_unit
 
-from .generator import Generator
 from .latent import LatentLayout
 
 #: Number of hex characters of a model id (sha256 prefix).
@@ -71,7 +74,9 @@ class FaceModel(nn.Module):
         faces: (F, 3) int, triangles (indices into the V vertices).
         uv: (V, 2) float, UV parameterisation in [0, 1]^2 (for the geometry mapping).
         layout: the :class:`LatentLayout`; ``layout.dim == generator.latent_dim``.
-        generator: a :class:`Generator` with ``num_vertices == V``.
+        generator: a :class:`~fitface.models.generator.Generator` or
+            :class:`~fitface.models.linear.LinearGenerator` (any module with ``latent_dim``,
+            ``num_vertices``, ``forward(z) -> (B, V, 3)`` and ``config()``), ``num_vertices == V``.
         unit: length unit of the template and of decoded vertices ("mm", "cm", "m", "in").
         landmark_sets: ``{name: LandmarkSet}`` on this template (names without ".").
         image_size: side of the geometry image used in training (paper: 64).
@@ -87,7 +92,7 @@ class FaceModel(nn.Module):
         faces: Any,
         uv: Any,
         layout: LatentLayout,
-        generator: Generator,
+        generator: nn.Module,
         unit: str = "mm",
         landmark_sets: Mapping[str, LandmarkSet] | None = None,
         image_size: int = 64,
@@ -95,7 +100,12 @@ class FaceModel(nn.Module):
         metadata: Mapping[str, Any] | None = None,
     ):
         super().__init__()
-        ref = next(generator.parameters())
+        ref = next(iter(generator.parameters()), None)
+        if ref is None:
+            ref = next(iter(generator.buffers()), None)
+        if ref is None or not callable(getattr(generator, "config", None)):
+            raise ValueError(f"generator: expected a module with tensors and a config() "
+                             f"(Generator or LinearGenerator), got {type(generator).__name__}")
         dtype, device = ref.dtype, ref.device
         template = _as_tensor(template_vertices, device, dtype)
         sizes = check_shape("template_vertices", template, ("V", 3))
@@ -150,6 +160,11 @@ class FaceModel(nn.Module):
     @property
     def factors(self) -> tuple[str, ...]:
         return self.layout.factors
+
+    @property
+    def generator_kind(self) -> str:
+        """``"mlp"`` (the GAN generator) or ``"linear"`` (the linear 3DMM baseline)."""
+        return str(self.generator.config().get("kind", "mlp"))
 
     # -- decoding ----------------------------------------------------------------------
     def decode(self, z: torch.Tensor) -> torch.Tensor:

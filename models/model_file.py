@@ -5,14 +5,22 @@ Layout of a model file (``*.safetensors``, format ``"fitface-model"``, version 1
     tensors
         generator.fc.weight (H, D), generator.fc.bias (H,),
         generator.out.weight (3V, H), generator.out.bias (3V,)     float32 (float16 if half)
+            -- or, for a linear model (generator kind "linear", the 3DMM baseline):
+        generator.basis (3V, D), generator.offset (3V,)            float32 (float16 if half)
         template (V, 3) float32, model unit       faces (F, 3) int64       uv (V, 2) float32
         landmarks.<name>.face_index (L,) int64    landmarks.<name>.bary (L, 3) float64
         discriminator.* (optional; present when save_model got a discriminator; float16 if half)
     header metadata (safetensors' str -> str map), one key:
         "fitface": a JSON document, see :func:`build_document` (format, version, fitface
         version, created, unit, latent layout, factors with class names, image size,
-        generator config (hidden size, negative slope), landmark set names, discriminator
-        config or null, storage dtype, training config, data fingerprint, notes, metadata).
+        generator config, landmark set names, discriminator config or null, storage dtype,
+        training config, data fingerprint, notes, metadata).
+
+The generator config has a ``"kind"``: ``"mlp"`` (the GAN's
+:class:`~fitface.models.generator.Generator`: latent_dim, num_vertices, hidden,
+negative_slope) or ``"linear"`` (:class:`~fitface.models.linear.LinearGenerator`:
+latent_dim, num_vertices). A config without ``"kind"`` is ``"mlp"``: GAN files are written
+without it, as by earlier versions, so old and new files read alike (see :func:`generator_kind`).
 
 Convention:
     * ``model_id`` of a file = the first 16 hex digits of the sha256 of the file's bytes
@@ -53,6 +61,8 @@ FORMAT = "fitface-model"
 VERSION = 1
 #: Key of the JSON document in the safetensors header metadata.
 METADATA_KEY = "fitface"
+#: Generator kinds a model file may hold (``document["generator"]["kind"]``, default "mlp").
+GENERATOR_KINDS = ("mlp", "linear")
 #: Largest accepted safetensors header (bytes); safetensors itself uses the same bound.
 MAX_HEADER_BYTES = 100_000_000
 #: Number of hex digits of a model id.
@@ -71,6 +81,25 @@ def _one_line(text: Any) -> str:
 def file_model_id(data: bytes) -> str:
     """Model id of a file's bytes: the first 16 hex digits of their sha256."""
     return hashlib.sha256(data).hexdigest()[:MODEL_ID_HEX]
+
+
+def generator_kind(document: dict[str, Any]) -> str:
+    """The generator kind of a (validated) model document: ``"mlp"`` or ``"linear"``
+    (``"mlp"`` when the generator config has no ``"kind"``)."""
+    return str(document["generator"].get("kind", "mlp"))
+
+
+def _generator_shell(gen: dict[str, Any]):
+    """A generator of the configured kind and size, built on the current default device
+    (call inside ``with torch.device("meta")`` to allocate nothing)."""
+    kind = gen.get("kind", "mlp")
+    if kind == "linear":
+        from .linear import LinearGenerator
+
+        return LinearGenerator.empty(gen["latent_dim"], gen["num_vertices"])
+    from .generator import Generator
+
+    return Generator(gen["latent_dim"], gen["num_vertices"], gen["hidden"], float(gen["negative_slope"]))
 
 
 # ------------------------------------------------------------------------------ writing
@@ -98,7 +127,8 @@ def build_document(
         "image_size": model.image_size,
         "num_vertices": model.num_vertices,
         "num_faces": int(model.faces.shape[0]),
-        "generator": model.generator.config(),  # latent_dim, num_vertices, hidden, negative_slope
+        # mlp: latent_dim, num_vertices, hidden, negative_slope; linear: kind, latent_dim, num_vertices
+        "generator": model.generator.config(),
         "landmark_sets": list(model.landmark_sets),
         "discriminator": None if discriminator is None else discriminator.config(),
         "storage_dtype": "float16" if half else "float32",
@@ -272,10 +302,16 @@ def _validate_document(doc: dict[str, Any], path: Path) -> None:
     if nv <= 0 or nf <= 0:
         raise InputError("malformed fitface metadata: num_vertices and num_faces must be positive", path)
     gen = need("generator", dict)
-    for key in ("latent_dim", "num_vertices", "hidden"):
+    gen_kind = gen.get("kind", "mlp")
+    if gen_kind not in GENERATOR_KINDS:
+        raise InputError(f"malformed fitface metadata: unknown generator kind {gen_kind!r} "
+                         f"(this fitface {_fitface_version()} reads {', '.join(GENERATOR_KINDS)})", path)
+    ints = ("latent_dim", "num_vertices", "hidden") if gen_kind == "mlp" else ("latent_dim", "num_vertices")
+    for key in ints:
         if not isinstance(gen.get(key), int) or isinstance(gen.get(key), bool) or gen[key] <= 0:
             raise InputError(f"malformed fitface metadata: generator.{key} must be a positive int", path)
-    if not isinstance(gen.get("negative_slope"), (int, float)):
+    if gen_kind == "mlp" and (not isinstance(gen.get("negative_slope"), (int, float))
+                          or isinstance(gen.get("negative_slope"), bool)):
         raise InputError("malformed fitface metadata: generator.negative_slope must be a number", path)
     if gen["latent_dim"] != layout.dim or gen["num_vertices"] != nv:
         raise InputError(
@@ -355,11 +391,9 @@ def _expected_shapes(doc: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], st
     import torch
 
     from .discriminator import Discriminator
-    from .generator import Generator
 
-    gen = doc["generator"]
     with torch.device("meta"):
-        g = Generator(gen["latent_dim"], gen["num_vertices"], gen["hidden"], float(gen["negative_slope"]))
+        g = _generator_shell(doc["generator"])
         expected = {f"generator.{k}": (tuple(v.shape), "float") for k, v in g.state_dict().items()}
         disc = doc.get("discriminator")
         if disc is not None:
@@ -452,16 +486,13 @@ def load_model(
     from fitface.landmarks.sets import LandmarkSet
 
     from .face_model import FaceModel
-    from .generator import Generator
     from .latent import LatentLayout
 
     dtype = torch.float32 if dtype is None else dtype
     mf = read_model_file(path)
     doc, t = mf.document, mf.tensors
-    gen_cfg = doc["generator"]
     with torch.device("meta"):
-        gen = Generator(gen_cfg["latent_dim"], gen_cfg["num_vertices"], gen_cfg["hidden"],
-                        float(gen_cfg["negative_slope"]))
+        gen = _generator_shell(doc["generator"])  # Generator or LinearGenerator, by kind
     state = {k[len("generator."):]: v.to(dtype) for k, v in t.items() if k.startswith("generator.")}
     gen.load_state_dict(state, assign=True)
     gen = gen.to(device)

@@ -50,6 +50,7 @@ COMMANDS = {
     "interpolate": "fitface.cli.sample:interpolate",
     "landmarks": "fitface.cli.landmarks:landmarks",
     "lift": "fitface.cli.lift:lift",
+    "baseline": "fitface.cli.baseline:baseline",
 }
 
 

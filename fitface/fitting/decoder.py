@@ -10,7 +10,8 @@ A decoder implements the :class:`Decoder` protocol used by the fitting engine:
 
 :class:`MLPDecoder` is the GAN generator of :mod:`fitface.models.generator` in numpy
 (``h = LeakyReLU(W1 z + b1); out = W2 h + b2; vertices = template + out.reshape(V, 3)``);
-:class:`LinearDecoder` is a linear model (``template + basis @ z``, a 3DMM).
+:class:`LinearDecoder` is a linear model (``template + basis @ z + offset``, a 3DMM; model files
+of generator kind ``"linear"``, :mod:`fitface.models.linear`).
 
 Convention:
     * Row ``3 v + c`` of the last layer (and of a linear basis) is coordinate ``c`` of vertex ``v``
@@ -317,11 +318,12 @@ class MLPDecoder(_DecoderBase):
 
 
 class LinearDecoder(_DecoderBase):
-    """A linear model ``vertices = template + (basis @ z).reshape(V, 3)`` (a 3DMM).
+    """A linear model ``vertices = template + (basis @ z + offset).reshape(V, 3)`` (a 3DMM).
 
     Args:
         template: (V, 3) model unit. basis: (3V, D), row ``3v + c``. faces: (F, 3) int.
         layout: latent layout (default one block ``("identity", D)``).
+        offset: (3V,) displacement at ``z = 0``, row ``3v + c``, model unit (default zeros).
     """
 
     def __init__(
@@ -334,19 +336,25 @@ class LinearDecoder(_DecoderBase):
         landmark_sets: dict[str, LandmarkSet] | None = None,
         model_id: str = "",
         dtype: Any = np.float64,
+        offset: np.ndarray | None = None,
     ):
         d = int(np.shape(basis)[1])
         layout = LatentLayout((("identity", d),)) if layout is None else layout
         super().__init__(template, faces, layout, unit, landmark_sets, model_id, dtype)
         check_shape("basis", basis, (3 * self.num_vertices, layout.dim))
         self.basis = np.ascontiguousarray(basis, dtype=self.dtype)
-        self._offset = self.template.reshape(-1).astype(self.dtype)
+        off = np.zeros(3 * self.num_vertices) if offset is None else np.asarray(offset, dtype=np.float64)
+        check_shape("offset", off, (3 * self.num_vertices,))
+        self.offset = off  # (3V,) float64, model unit
+        # full-mesh offset: template + offset, (3V,) in the computation dtype
+        self._offset = (self.template.reshape(-1) + off).astype(self.dtype)
 
     def _effective_rows(self, corners, bary):
         d = self.latent_dim
         basis = self.basis.reshape(self.num_vertices, 3, d).astype(np.float64)
         matrix = np.einsum("lk,lkcd->lcd", bary, basis[corners])  # (L, 3, D)
-        offset = np.einsum("lk,lkc->lc", bary, self.template[corners])
+        base = (self.template + self.offset.reshape(-1, 3))[corners]  # (L, 3 corners, 3)
+        offset = np.einsum("lk,lkc->lc", bary, base)
         return matrix.reshape(-1, d), offset.reshape(-1)
 
     def linearize_points(self, z: np.ndarray, rows: LandmarkRows):
@@ -367,9 +375,14 @@ class LinearDecoder(_DecoderBase):
         check_shape("grad_points", grad_points, (None, rows.num_points, 3))
         return self.linearize_points(z, rows)[1](grad_points)
 
-    def vertices(self, z):
+    def vertices(self, z, chunk: int = 256):
+        """Full decode: ``(B, D) -> (B, V, 3)`` vertices, model unit (in chunks of ``chunk`` codes)."""
         z = self._z(z)
-        return (z @ self.basis.T + self._offset).reshape(z.shape[0], self.num_vertices, 3)
+        out = np.empty((z.shape[0], 3 * self.num_vertices), dtype=self.dtype)
+        for s in range(0, z.shape[0], chunk):
+            np.matmul(z[s : s + chunk], self.basis.T, out=out[s : s + chunk])
+            out[s : s + chunk] += self._offset
+        return out.reshape(z.shape[0], self.num_vertices, 3)
 
     def vertices_vjp(self, z, grad_vertices):
         z = self._z(z)
@@ -383,8 +396,9 @@ class LinearDecoder(_DecoderBase):
 _NUMPY_FLOAT = {"F16", "F32", "F64"}
 
 
-def load_decoder(path: str | os.PathLike | None, dtype: Any = np.float32) -> MLPDecoder:
-    """Load a model file's generator as an :class:`MLPDecoder`, without importing torch.
+def load_decoder(path: str | os.PathLike | None, dtype: Any = np.float32) -> MLPDecoder | LinearDecoder:
+    """Load a model file's generator as an :class:`MLPDecoder` (generator kind ``"mlp"``, the
+    GAN) or a :class:`LinearDecoder` (kind ``"linear"``, the 3DMM baseline), without importing torch.
 
     Validation reuses :mod:`fitface.models.model_file`'s header parsing and document checks
     (``_resolve``, ``_parse_header``, ``_document``, ``file_model_id``) and repeats the tensor
@@ -414,16 +428,20 @@ def load_decoder(path: str | os.PathLike | None, dtype: Any = np.float32) -> MLP
     header = mf._parse_header(data, len(data), p)
     doc = mf._document(header, p)
     gen = doc["generator"]
-    nd, nh, nv, nf = gen["latent_dim"], gen["hidden"], doc["num_vertices"], doc["num_faces"]
-    expected: dict[str, tuple[tuple[int | None, ...], str]] = {
-        "generator.fc.weight": ((nh, nd), "float"),
-        "generator.fc.bias": ((nh,), "float"),
-        "generator.out.weight": ((3 * nv, nh), "float"),
-        "generator.out.bias": ((3 * nv,), "float"),
-        "template": ((nv, 3), "float"),
-        "faces": ((nf, 3), "int"),
-        "uv": ((nv, 2), "float"),
-    }
+    gen_kind = mf.generator_kind(doc)
+    nd, nv, nf = gen["latent_dim"], doc["num_vertices"], doc["num_faces"]
+    expected: dict[str, tuple[tuple[int | None, ...], str]]
+    if gen_kind == "linear":
+        expected = {"generator.basis": ((3 * nv, nd), "float"), "generator.offset": ((3 * nv,), "float")}
+    else:
+        nh = gen["hidden"]
+        expected = {
+            "generator.fc.weight": ((nh, nd), "float"),
+            "generator.fc.bias": ((nh,), "float"),
+            "generator.out.weight": ((3 * nv, nh), "float"),
+            "generator.out.bias": ((3 * nv,), "float"),
+        }
+    expected.update({"template": ((nv, 3), "float"), "faces": ((nf, 3), "int"), "uv": ((nv, 2), "float")})
     for name in doc["landmark_sets"]:
         expected[f"landmarks.{name}.face_index"] = ((None,), "int")
         expected[f"landmarks.{name}.bary"] = ((None, 3), "float")
@@ -464,6 +482,12 @@ def load_decoder(path: str | os.PathLike | None, dtype: Any = np.float32) -> MLP
         if fi.size and (fi.min() < 0 or fi.max() >= nf):
             raise InputError(f"landmark set {name!r}: face_index out of range [0, {nf})", p)
         sets[name] = LandmarkSet(name, fi, bary.astype(np.float64))
+    if gen_kind == "linear":
+        return LinearDecoder(
+            t["template"], t["generator.basis"], faces, LatentLayout.from_json(doc["latent_layout"]),
+            unit=doc["unit"], landmark_sets=sets, model_id=mf.file_model_id(data), dtype=dtype,
+            offset=t["generator.offset"],
+        )
     return MLPDecoder(
         t["generator.fc.weight"], t["generator.fc.bias"], t["generator.out.weight"], t["generator.out.bias"],
         t["template"], faces, LatentLayout.from_json(doc["latent_layout"]),
