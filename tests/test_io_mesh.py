@@ -443,3 +443,17 @@ def test_corrupted_files_raise_only_input_error(tmp_path, mesh, name, kw):
             load_mesh(bad, require_faces=False)
         except InputError as e:
             assert "\n" not in str(e) and str(e).startswith(str(bad))
+
+
+def test_written_files_get_the_usual_mode(tmp_path):
+    """Atomic writes go through mkstemp (mode 0600); the final file follows the umask instead."""
+    import os
+
+    from fitface.io.atomic import write_text
+
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
