@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from fitface.errors import InputError
 from fitface.models.latent import LatentLayout
 from fitface.train import losses as L
 from fitface.train import sampling as S
-from fitface.train.config import TrainConfig, load_config, parse_set, recipe_names
+from fitface.train.config import load_config, parse_set, recipe_names
 from fitface.train.metrics import NearestFace, diversity, mean_vertex_distance, vertex_groups
 
 RECIPES = ["paper", "cpu", "ablation_no_mesh_reg", "ablation_id_class_only", "ablation_exp_class_only",

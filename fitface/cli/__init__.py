@@ -51,6 +51,7 @@ COMMANDS = {
     "landmarks": "fitface.cli.landmarks:landmarks",
     "lift": "fitface.cli.lift:lift",
     "baseline": "fitface.cli.baseline:baseline",
+    "evaluate": "fitface.cli.evaluate:evaluate",
 }
 
 
