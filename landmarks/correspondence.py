@@ -103,18 +103,34 @@ def build_mediapipe_set(
     return MediapipeCorrespondence(lset, idx, mv.spread[idx], mv.support[idx], np.sort(cand[~keep]))
 
 
-def attach_to_model(model: Any, correspondence: MediapipeCorrespondence | None = None, **kwargs) -> Any:
+def attach_to_model(model: Any, correspondence: MediapipeCorrespondence | None = None, required: bool = True,
+                    **kwargs) -> Any:
     """Add the ``"mediapipe"`` set to an in-memory :class:`fitface.models.face_model.FaceModel`
     (before :func:`~fitface.models.model_file.save_model`), computing it from ``model.template``
     unless given. Sets ``model.landmark_sets["mediapipe"]`` and ``model.metadata["mediapipe_indices"]``.
+
+    Args:
+        required: if False, a template on which mediapipe finds no face (not a face, or a
+            partial one) leaves the model without the set and logs a warning instead of raising;
+            ``fitface landmarks mediapipe MODEL`` can add it later.
 
     Returns:
         The model (modified in place).
     """
     if correspondence is None:
+        from fitface.errors import NoFaceError
+
         tmpl = model.template.detach().cpu().double().numpy()
         faces = model.faces.detach().cpu().numpy()
-        correspondence = build_mediapipe_set(tmpl, faces, **kwargs)
+        try:
+            correspondence = build_mediapipe_set(tmpl, faces, **kwargs)
+        except NoFaceError as exc:
+            if required:
+                raise
+            import logging
+
+            logging.getLogger(__name__).warning("no 'mediapipe' landmark set: %s", exc.problem)
+            return model
     model.landmark_sets[SET_NAME] = correspondence.landmark_set
     model.metadata[INDICES_KEY] = correspondence.indices.astype(int).tolist()
     return model

@@ -16,7 +16,7 @@ from fitface.train import sampling as S
 from fitface.train.config import load_config, parse_set, recipe_names
 from fitface.train.metrics import NearestFace, diversity, mean_vertex_distance, vertex_groups
 
-RECIPES = ["paper", "cpu", "ablation_no_mesh_reg", "ablation_id_class_only", "ablation_exp_class_only",
+RECIPES = ["paper", "cpu", "default_model", "ablation_no_mesh_reg", "ablation_id_class_only", "ablation_exp_class_only",
            "ablation_no_feature_loss"]
 
 

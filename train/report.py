@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -377,7 +377,7 @@ def _fmt(x, digits: int = 2) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     """The report as Markdown (tables of Table 1, Table 2, retargeting; notes; figure links)."""
-    L = [f"# fitface evaluation", "",
+    L = ["# fitface evaluation", "",
          f"Dataset: `{report['dataset']['path']}` (builder {report['dataset'].get('builder')}, "
          f"fingerprint {report['dataset']['fingerprint']}, unit {report['dataset']['unit']}). "
          f"Created {report['created']} by fitface {report['fitface_version']}.", "",

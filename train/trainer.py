@@ -524,10 +524,12 @@ class Trainer:
         return model
 
     def save_model(self, steps_done: int) -> Path:
+        from fitface.landmarks.correspondence import attach_to_model
         from fitface.models.model_file import save_model
 
         path = self.run_dir / MODEL_FILE
         model = self.build_face_model(steps_done)
+        attach_to_model(model, required=False)  # photo fitting needs the template's mediapipe points
         D = self.D.to("cpu") if self.device.type != "cpu" else self.D
         save_model(path, model, discriminator=D, training_config=self.cfg.to_dict(), data_fingerprint=self.fingerprint())
         self.G.to(self.device)

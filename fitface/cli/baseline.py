@@ -35,6 +35,7 @@ def baseline(data_dir, run_dir, identity_dims, expression_dims, noise_dims, spli
     from fitface.errors import InputError
     from fitface.io.atomic import write_text
     from fitface.models.latent import NOISE, LatentLayout
+    from fitface.landmarks.correspondence import attach_to_model
     from fitface.models.model_file import save_model
     from fitface.train.baseline import build_linear_3dmm
 
@@ -49,6 +50,7 @@ def baseline(data_dir, run_dir, identity_dims, expression_dims, noise_dims, spli
     ds = load_dataset(data_dir)
     say = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     model = build_linear_3dmm(ds, layout=layout, split=split, progress=say)
+    attach_to_model(model, required=False)  # photo fitting needs the template's mediapipe points
     rd.mkdir(parents=True, exist_ok=True)
     config = {"baseline": "linear_3dmm", "data_dir": str(data_dir), "split": split,
               "latent_layout": layout.to_json()}
