@@ -24,7 +24,9 @@ Convention:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +65,30 @@ class DetectedFace:
     @property
     def num_points(self) -> int:
         return int(self.points.shape[0])
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Send file descriptor 2 to /dev/null while mediapipe's C++ code runs.
+
+    mediapipe (TFLite, absl) logs INFO/WARNING lines straight to the process's stderr before its
+    logging is configured; environment variables do not silence them. Python-level stderr is
+    flushed first and restored afterwards, so fitface's own messages are unaffected.
+    """
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable fd 2 (embedded interpreters): leave everything as it is
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _quiet_mediapipe():
@@ -124,9 +150,10 @@ class FaceMeshDetector:
                     f"this mediapipe ({getattr(mp, '__version__', '?')}) has no bundled face mesh; pass the "
                     "FaceLandmarker model with --mediapipe-model face_landmarker.task")
             self._backend = "solutions"
-            self._impl = solutions.face_mesh.FaceMesh(
-                static_image_mode=True, max_num_faces=self.max_faces, refine_landmarks=True,
-                min_detection_confidence=self.min_confidence)
+            with _native_stderr_silenced():
+                self._impl = solutions.face_mesh.FaceMesh(
+                    static_image_mode=True, max_num_faces=self.max_faces, refine_landmarks=True,
+                    min_detection_confidence=self.min_confidence)
         else:
             p = self.model_path
             if not p.is_file():
@@ -138,7 +165,8 @@ class FaceMeshDetector:
                     running_mode=vision.RunningMode.IMAGE, num_faces=self.max_faces,
                     min_face_detection_confidence=self.min_confidence,
                     min_face_presence_confidence=self.min_confidence)
-                self._impl = vision.FaceLandmarker.create_from_options(opts)
+                with _native_stderr_silenced():
+                    self._impl = vision.FaceLandmarker.create_from_options(opts)
             except (RuntimeError, ValueError, OSError) as exc:
                 msg = " ".join(str(exc).split())[:200]
                 raise InputError(f"not a usable mediapipe face landmarker model: {msg}", p) from None
@@ -156,7 +184,7 @@ class FaceMeshDetector:
         img = _check_image(image)
         h, w = img.shape[:2]
         faces: list[DetectedFace] = []
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _native_stderr_silenced():
             warnings.simplefilter("ignore")  # protobuf deprecation noise inside mediapipe
             if self._backend == "solutions":
                 res = self._impl.process(img)
