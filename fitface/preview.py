@@ -13,6 +13,7 @@ Convention:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,8 +22,30 @@ import numpy as np
 RESIDUAL_FULL_SCALE_MM = 5.0
 #: Default preview side in pixels.
 PREVIEW_SIZE = 384
+#: Colour stops of the error ramp (fraction of full scale -> RGB in [0, 1]).
+_RAMP_T = (0.0, 0.33, 0.66, 1.0)
+_RAMP_RGB = ((0.15, 0.25, 0.85), (0.1, 0.8, 0.85), (0.95, 0.85, 0.15), (0.85, 0.1, 0.1))
 #: Background grey of previews (RGB 0..255).
 BACKGROUND = (40, 40, 46)
+
+
+def error_colors(values: np.ndarray, full_scale: float) -> np.ndarray:
+    """(V,) float errors -> (V, 3) float RGB in [0, 1]: blue at 0, cyan, yellow, red at ``full_scale``."""
+    t = np.clip(np.asarray(values, dtype=np.float64) / max(float(full_scale), 1e-12), 0.0, 1.0)
+    rgb = np.asarray(_RAMP_RGB)
+    return np.stack([np.interp(t, _RAMP_T, rgb[:, c]) for c in range(3)], axis=1)
+
+
+def nice_scale(values: np.ndarray, quantile: float = 0.95) -> float:
+    """A round full-scale value (1, 2, 2.5, 5 x 10^k) at or above the ``quantile`` of ``values``."""
+    v = float(np.quantile(np.asarray(values, dtype=np.float64), quantile)) if np.size(values) else 1.0
+    if not v > 0:
+        return 1.0
+    e = 10 ** math.floor(math.log10(v))
+    for m in (1, 2, 2.5, 5, 10):
+        if m * e >= v:
+            return float(m * e)
+    return float(10 * e)
 
 
 def residual_colors(distances: np.ndarray, full_scale: float) -> np.ndarray:

@@ -536,7 +536,7 @@ def build_ict_dataset(
     seed: int = 0,
     narrow: bool = False,
     overwrite: bool = False,
-    workers: int = 1,
+    workers: int = 0,
     progress: bool | Callable[[int], None] = False,
 ) -> BuildResult:
     """Build the realistic ICT-based dataset (see the module docstring) and write it to ``out_dir``.
@@ -552,8 +552,9 @@ def build_ict_dataset(
         workers: worker processes, each with single-threaded BLAS (the transfer's sparse
             solves are many small BLAS calls that multi-threaded BLAS slows down 10-20x on a
             busy machine); 0 = in this process (BLAS limited to one thread meanwhile, see
-            :func:`single_threaded_blas`). The bytes written do not depend on it. Callers from a script need the usual ``if __name__ == "__main__":``
-            guard (worker processes are spawned).
+            :func:`single_threaded_blas`), the default, safe from any script. The bytes written
+            do not depend on it. With workers > 0, a calling script needs the usual
+            ``if __name__ == "__main__":`` guard (worker processes are spawned).
         progress: show a tqdm bar (True) or call ``progress(n_done_samples)`` after each identity.
 
     Returns:
