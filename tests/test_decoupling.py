@@ -150,7 +150,6 @@ def test_regressor_recovers_linear_coefficients(tmp_path, modes):
 
 
 def test_errors_name_the_problem(dataset, modes, tmp_path):
-    from fitface.data.synthetic import build_synthetic
 
     model = perfect(modes, "identity")
     with pytest.raises(ValueError, match="factor"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,7 +183,7 @@ def test_regularisation_shrinks_codes(mlp):
 
 # ------------------------------------------------------------------ trained model (skips without one)
 
-#: A trained model file to test accuracy against (set by the user / CI; the default model later).
+#: A trained model file to test accuracy against (default: the built-in model).
 TRAINED_MODEL_ENV = "FITFACE_TRAINED_MODEL"
 #: Bound on the vertex RMSE (mm) of fits to model samples with 1 mm landmark noise (paper Table 2
 #: reports 2.4-2.6 mm on real scans with 85 hand-labelled landmarks).
@@ -193,10 +192,9 @@ TRAINED_RMSE_MM = 3.0
 
 @pytest.fixture(scope="module")
 def trained_decoder():
-    path = os.environ.get(TRAINED_MODEL_ENV)
-    if not path or not Path(path).is_file():
-        pytest.skip(f"no trained model: set {TRAINED_MODEL_ENV}=model.safetensors")
-    return load_decoder(path)
+    from fitface.models.model_file import DEFAULT_MODEL_PATH
+
+    return load_decoder(os.environ.get(TRAINED_MODEL_ENV) or DEFAULT_MODEL_PATH)
 
 
 def test_accuracy_on_trained_model_samples(trained_decoder):

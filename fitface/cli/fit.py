@@ -18,7 +18,7 @@ def fit_options(f):
                      help="Model file (.safetensors). Default: the built-in model."),
         click.option("--lambda", "lam", type=float, default=None,
                      help="Weight of the latent regulariser lambda*||z||^2 (paper eq. 13; Table 2 uses 0, 0.01, "
-                          "10), against squared residuals in the model unit. Default 0.01 for 3D landmarks, "
+                          "10), against squared residuals in the model unit. Default 1 for 3D landmarks, "
                           "30 for photos (mediapipe points are noisier)."),
         click.option("--steps", type=click.IntRange(min=0), default=None,
                      help="Optimiser steps (default: the engine's, 400)."),

@@ -84,7 +84,7 @@ class FitConfig:
         history_every: record the mean objective every this many steps (0: never).
     """
 
-    lam: float = 0.01
+    lam: float = 1.0
     steps: int = STEPS
     lr: float = LR
     lr_final_fraction: float = LR_FINAL_FRACTION
