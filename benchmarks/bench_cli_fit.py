@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from fitface.api.inputs import DEFAULT_LAMBDA
 from common import ICT_NPZ, machine
 
 
@@ -137,7 +139,7 @@ def main() -> None:
         print(f"\n### End-to-end CLI fitting ({dt.date.today().isoformat()})\n")
         print(f"Machine: {machine()}; load average at start {os.getloadavg()[0]:.1f}. Model: {desc}, "
               f"latent 65+15+5, hidden 512, float32. Default fit settings (400 Adam steps, 1 restart, "
-              f"lambda 0.01, preview PNG on for fit, off for batch). Wall time from process start to all "
+              f"lambda {DEFAULT_LAMBDA:g}, preview PNG on for fit, off for batch). Wall time from process start to all "
               f"files written, median of the runs.\n")
         print("| case | command | median (s) | runs (s) |")
         print("| --- | --- | ---: | --- |")
