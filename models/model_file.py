@@ -387,7 +387,7 @@ class ModelFile:
 
 
 def _expected_shapes(doc: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str]]:
-    """``{tensor name: (shape, "float" | "int")}`` that the document implies."""
+    """``{tensor name: (shape, "float" | "int")}`` that the document implies (all tensors)."""
     import torch
 
     from .discriminator import Discriminator
@@ -399,11 +399,70 @@ def _expected_shapes(doc: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], st
         if disc is not None:
             d = Discriminator(disc["num_classes"], disc["image_size"], float(disc["negative_slope"]))
             expected.update({f"discriminator.{k}": (tuple(v.shape), "float") for k, v in d.state_dict().items()})
-    nv, nf = doc["num_vertices"], doc["num_faces"]
-    expected["template"] = ((nv, 3), "float")
-    expected["faces"] = ((nf, 3), "int")
-    expected["uv"] = ((nv, 2), "float")
+    expected.update(expected_mesh_tensors(doc))
     return expected
+
+
+def expected_mesh_tensors(doc: dict[str, Any]) -> dict[str, tuple[tuple[int | None, ...], str]]:
+    """The non-network tensors a document implies: template, faces, uv and every landmark set's
+    ``face_index`` / ``bary`` (``None`` = any length). Torch-free."""
+    nv, nf = doc["num_vertices"], doc["num_faces"]
+    expected: dict[str, tuple[tuple[int | None, ...], str]] = {
+        "template": ((nv, 3), "float"), "faces": ((nf, 3), "int"), "uv": ((nv, 2), "float")}
+    for name in doc["landmark_sets"]:
+        expected[f"landmarks.{name}.face_index"] = ((None,), "int")
+        expected[f"landmarks.{name}.bary"] = ((None, 3), "float")
+    return expected
+
+
+def check_tensor_headers(header: dict[str, Any], expected: dict[str, tuple[tuple[int | None, ...], str]], p: Path,
+                         float_dtypes=_FLOAT_DTYPES, also_allowed: str | None = None) -> None:
+    """Check the safetensors header's entries against ``expected`` before loading anything.
+
+    Raises:
+        InputError: a missing or unexpected tensor (names starting with ``also_allowed`` are
+            tolerated), a shape or dtype mismatch.
+    """
+    present = {k: v for k, v in header.items() if k != "__metadata__"}
+    missing = [k for k in expected if k not in present]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise InputError(f"model file is missing tensor {missing[0]!r}{more}", p)
+    extra = [k for k in present if k not in expected and not (also_allowed and k.startswith(also_allowed))]
+    if extra:
+        raise InputError(f"model file has unexpected tensor {extra[0]!r}", p)
+    for name, (shape, kind) in expected.items():
+        entry = present[name]
+        got = tuple(entry.get("shape", ()))
+        if len(got) != len(shape) or any(e is not None and e != g for e, g in zip(shape, got)):
+            want = "(" + ", ".join("*" if e is None else str(e) for e in shape) + ")"
+            raise InputError(f"tensor {name!r} has shape {got}, expected {want}", p)
+        if entry.get("dtype") not in (float_dtypes if kind == "float" else _INT_DTYPES):
+            raise InputError(f"tensor {name!r} has dtype {entry.get('dtype')}, expected {kind}", p)
+
+
+def check_tensor_values(arrays, doc: dict[str, Any], p: Path) -> None:
+    """Check loaded tensors (numpy arrays or CPU torch tensors): landmark sets consistent and in
+    range, face indices in range, every floating tensor finite.
+
+    Raises:
+        InputError: naming the tensor and the problem.
+    """
+    import numpy as np
+
+    for name in doc["landmark_sets"]:
+        fi, bary = np.asarray(arrays[f"landmarks.{name}.face_index"]), arrays[f"landmarks.{name}.bary"]
+        if fi.shape[0] != bary.shape[0]:
+            raise InputError(f"landmark set {name!r}: {fi.shape[0]} face indices but {bary.shape[0]} bary rows", p)
+        if fi.size and (int(fi.min()) < 0 or int(fi.max()) >= doc["num_faces"]):
+            raise InputError(f"landmark set {name!r}: face_index out of range [0, {doc['num_faces']})", p)
+    faces = np.asarray(arrays["faces"])
+    if faces.size and (int(faces.min()) < 0 or int(faces.max()) >= doc["num_vertices"]):
+        raise InputError(f"faces: vertex index out of range [0, {doc['num_vertices']})", p)
+    for name, t in arrays.items():
+        a = t.detach().float().numpy() if hasattr(t, "detach") and t.is_floating_point() else np.asarray(t)
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise InputError(f"tensor {name!r} holds NaN or inf", p)
 
 
 def read_model_file(path: str | os.PathLike | None) -> ModelFile:
@@ -413,7 +472,6 @@ def read_model_file(path: str | os.PathLike | None) -> ModelFile:
         InputError: see :func:`read_metadata`, plus missing / unexpected tensors, shape or
             dtype mismatches, non-finite weights, face or landmark indices out of range.
     """
-    import torch
     from safetensors.torch import load as st_load
 
     p = _resolve(path)
@@ -424,45 +482,12 @@ def read_model_file(path: str | os.PathLike | None) -> ModelFile:
     header = _parse_header(data, len(data), p)
     doc = _document(header, p)
 
-    # dtype / shape checks from the header (before materialising anything)
-    expected = _expected_shapes(doc)
-    for name in doc["landmark_sets"]:
-        expected[f"landmarks.{name}.face_index"] = ((None,), "int")
-        expected[f"landmarks.{name}.bary"] = ((None, 3), "float")
-    present = {k: v for k, v in header.items() if k != "__metadata__"}
-    missing = [k for k in expected if k not in present]
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise InputError(f"model file is missing tensor {missing[0]!r}{more}", p)
-    extra = [k for k in present if k not in expected]
-    if extra:
-        raise InputError(f"model file has unexpected tensor {extra[0]!r}", p)
-    for name, (shape, kind) in expected.items():
-        entry = present[name]
-        got = tuple(entry.get("shape", ()))
-        if len(got) != len(shape) or any(e is not None and e != g for e, g in zip(shape, got)):
-            want = "(" + ", ".join("*" if e is None else str(e) for e in shape) + ")"
-            raise InputError(f"tensor {name!r} has shape {got}, expected {want}", p)
-        if entry.get("dtype") not in (_FLOAT_DTYPES if kind == "float" else _INT_DTYPES):
-            raise InputError(f"tensor {name!r} has dtype {entry.get('dtype')}, expected {kind}", p)
-
+    check_tensor_headers(header, _expected_shapes(doc), p)  # before materialising anything
     try:
         tensors = st_load(data)
     except Exception as exc:  # safetensors raises its own error types; nothing is unpickled
         raise InputError(f"corrupt safetensors data: {_one_line(exc)}", p) from None
-
-    for name in doc["landmark_sets"]:
-        fi, bary = tensors[f"landmarks.{name}.face_index"], tensors[f"landmarks.{name}.bary"]
-        if fi.shape[0] != bary.shape[0]:
-            raise InputError(f"landmark set {name!r}: {fi.shape[0]} face indices but {bary.shape[0]} bary rows", p)
-        if fi.numel() and (int(fi.min()) < 0 or int(fi.max()) >= doc["num_faces"]):
-            raise InputError(f"landmark set {name!r}: face_index out of range [0, {doc['num_faces']})", p)
-    faces = tensors["faces"]
-    if faces.numel() and (int(faces.min()) < 0 or int(faces.max()) >= doc["num_vertices"]):
-        raise InputError(f"faces: vertex index out of range [0, {doc['num_vertices']})", p)
-    for name, t in tensors.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise InputError(f"tensor {name!r} holds NaN or inf", p)
+    check_tensor_values(tensors, doc, p)
     return ModelFile(p, doc, tensors, file_model_id(data))
 
 

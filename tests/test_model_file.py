@@ -278,11 +278,19 @@ def test_missing_file_and_directory(tmp_path):
         read_metadata(tmp_path / "nope.safetensors")
 
 
-def test_no_default_model():
-    if DEFAULT_MODEL_PATH.is_file():
-        pytest.skip("a built-in model is installed")
+def test_no_default_model(tmp_path, monkeypatch):
+    from fitface.models import model_file
+
+    monkeypatch.setattr(model_file, "DEFAULT_MODEL_PATH", tmp_path / "missing.safetensors")
     with pytest.raises(InputError, match="no built-in model"):
         load_model(None)
+
+
+def test_built_in_model_loads():
+    """The shipped default model: a valid file with the landmark sets fitting and photos need."""
+    m = load_model(None)
+    assert {"ibug68", "mediapipe"} <= set(m.landmark_sets) and m.unit == "mm"
+    assert DEFAULT_MODEL_PATH.stat().st_size < 16 * 2**20
 
 
 @pytest.mark.parametrize("content", [b"", b"abc", b"hello, this is a text file\n" * 10,

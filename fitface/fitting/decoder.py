@@ -429,7 +429,7 @@ def load_decoder(path: str | os.PathLike | None, dtype: Any = np.float32) -> MLP
     doc = mf._document(header, p)
     gen = doc["generator"]
     gen_kind = mf.generator_kind(doc)
-    nd, nv, nf = gen["latent_dim"], doc["num_vertices"], doc["num_faces"]
+    nd, nv = gen["latent_dim"], doc["num_vertices"]
     expected: dict[str, tuple[tuple[int | None, ...], str]]
     if gen_kind == "linear":
         expected = {"generator.basis": ((3 * nv, nd), "float"), "generator.offset": ((3 * nv,), "float")}
@@ -441,47 +441,20 @@ def load_decoder(path: str | os.PathLike | None, dtype: Any = np.float32) -> MLP
             "generator.out.weight": ((3 * nv, nh), "float"),
             "generator.out.bias": ((3 * nv,), "float"),
         }
-    expected.update({"template": ((nv, 3), "float"), "faces": ((nf, 3), "int"), "uv": ((nv, 2), "float")})
-    for name in doc["landmark_sets"]:
-        expected[f"landmarks.{name}.face_index"] = ((None,), "int")
-        expected[f"landmarks.{name}.bary"] = ((None, 3), "float")
-    present = {k: v for k, v in header.items() if k != "__metadata__"}
-    missing = [k for k in expected if k not in present]
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise InputError(f"model file is missing tensor {missing[0]!r}{more}", p)
-    has_disc = doc.get("discriminator") is not None
-    extra = [k for k in present if k not in expected and not (has_disc and k.startswith("discriminator."))]
-    if extra:
-        raise InputError(f"model file has unexpected tensor {extra[0]!r}", p)
-    for name, (shape, kind) in expected.items():
-        entry = present[name]
-        got = tuple(entry.get("shape", ()))
-        if len(got) != len(shape) or any(e is not None and e != g for e, g in zip(shape, got)):
-            want = "(" + ", ".join("*" if e is None else str(e) for e in shape) + ")"
-            raise InputError(f"tensor {name!r} has shape {got}, expected {want}", p)
-        allowed = _NUMPY_FLOAT if kind == "float" else mf._INT_DTYPES
-        if entry.get("dtype") not in allowed:
-            raise InputError(f"tensor {name!r} has dtype {entry.get('dtype')}, expected {kind}", p)
+    expected.update(mf.expected_mesh_tensors(doc))
+    has_disc = doc.get("discriminator") is not None  # fitting does not use it: not shape-checked here
+    mf.check_tensor_headers(header, expected, p, float_dtypes=_NUMPY_FLOAT,
+                            also_allowed="discriminator." if has_disc else None)
     try:
         t = st_load(data)
     except Exception as exc:  # safetensors' own error types; nothing is unpickled
         raise InputError(f"corrupt safetensors data: {mf._one_line(exc)}", p) from None
-    for name in expected:
-        arr = t[name]
-        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-            raise InputError(f"tensor {name!r} holds NaN or inf", p)
+    mf.check_tensor_values({k: t[k] for k in expected}, doc, p)
     faces = t["faces"].astype(np.int64)
     if faces.size and (faces.min() < 0 or faces.max() >= nv):
         raise InputError(f"faces: vertex index out of range [0, {nv})", p)
-    sets = {}
-    for name in doc["landmark_sets"]:
-        fi, bary = t[f"landmarks.{name}.face_index"].astype(np.int64), t[f"landmarks.{name}.bary"]
-        if fi.shape[0] != bary.shape[0]:
-            raise InputError(f"landmark set {name!r}: {fi.shape[0]} face indices but {bary.shape[0]} bary rows", p)
-        if fi.size and (fi.min() < 0 or fi.max() >= nf):
-            raise InputError(f"landmark set {name!r}: face_index out of range [0, {nf})", p)
-        sets[name] = LandmarkSet(name, fi, bary.astype(np.float64))
+    sets = {name: LandmarkSet(name, t[f"landmarks.{name}.face_index"].astype(np.int64),
+                              t[f"landmarks.{name}.bary"].astype(np.float64)) for name in doc["landmark_sets"]}
     if gen_kind == "linear":
         return LinearDecoder(
             t["template"], t["generator.basis"], faces, LatentLayout.from_json(doc["latent_layout"]),
