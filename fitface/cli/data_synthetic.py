@@ -36,14 +36,10 @@ def synthetic(out: str, identities: int, samples: int, seed: int, sequence_lengt
     """
     import time
 
+    from fitface.data.plan import check_build_sizes
     from fitface.errors import InputError
 
-    if identities < 1:
-        raise InputError(f"--identities: must be at least 1, got {identities}")
-    if samples < identities:
-        raise InputError(f"--samples: must be at least --identities ({identities}), got {samples}")
-    if seed < 0:
-        raise InputError(f"--seed: must be non-negative, got {seed}")
+    check_build_sizes(identities, samples, seed)
     if sequence_length < 3:
         raise InputError(f"--sequence-length: must be at least 3, got {sequence_length}")
 

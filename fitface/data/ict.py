@@ -48,7 +48,7 @@ from typing import NamedTuple
 import numpy as np
 
 from fitface.data.emotions import EMOTIONS, NEUTRAL
-from fitface.data.plan import MIXTURE, SamplePlan, plan_samples, split_by_identity
+from fitface.data.plan import MIXTURE, SamplePlan, check_build_sizes, plan_samples, split_by_identity
 from fitface.errors import InputError
 
 #: Millimetres per source unit (the ICT model is in centimetres).
@@ -568,12 +568,7 @@ def build_ict_dataset(
 
     t0 = time.perf_counter()
     identities, samples, seed = int(identities), int(samples), int(seed)
-    if identities < 1:
-        raise InputError(f"--identities: must be at least 1, got {identities}")
-    if samples < identities:
-        raise InputError(f"--samples: must be at least --identities ({identities}), got {samples}")
-    if seed < 0:
-        raise InputError(f"--seed: must be non-negative, got {seed}")
+    check_build_sizes(identities, samples, seed)
     model = load_ict(source)
     recipes = recipe_matrix(model.expression_names)
     units = mixture_units(model.expression_names)

@@ -55,6 +55,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fitface.data.emotions import EMOTIONS, NEUTRAL
+from fitface.errors import InputError
 
 #: Part codes of :attr:`SamplePlan.part`.
 STATIC, POSED, SPONTANEOUS = 0, 1, 2
@@ -315,3 +316,17 @@ def split_by_identity(
             counts[s] += 1
     names = np.repeat(np.array(SPLITS), counts)
     return names[rng.permutation(num_identities)]
+
+
+def check_build_sizes(identities: int, samples: int, seed: int) -> None:
+    """Validate a dataset builder's sizes and seed (``--identities``, ``--samples``, ``--seed``).
+
+    Raises:
+        InputError: naming the option and the problem.
+    """
+    if identities < 1:
+        raise InputError(f"--identities: must be at least 1, got {identities}")
+    if samples < identities:
+        raise InputError(f"--samples: must be at least --identities ({identities}), got {samples}")
+    if seed < 0:
+        raise InputError(f"--seed: must be non-negative, got {seed}")
