@@ -1,1 +1,10 @@
-"""Landmark sets and image lifting (installed as ``fitface.landmarks``)."""
+"""Landmark sets and lifting landmarks from photos and scans (installed as ``fitface.landmarks``).
+
+* :mod:`.sets`: :class:`~.sets.LandmarkSet`, ordered surface points (triangle + barycentric);
+  :mod:`.set_files`: user set files.
+* :mod:`.mediapipe_mesh`, :mod:`.mediapipe_points`: running mediapipe's face mesh, which of its
+  points are used.
+* :mod:`.correspondence`: a model's ``"mediapipe"`` set, found on its rendered template.
+* :mod:`.lift_photo`, :mod:`.photo_fit`: photos -> landmarks -> fits; :mod:`.lift_scan`: automatic
+  landmarks for raw scans (multi-view renders + consensus).
+"""

@@ -1,1 +1,10 @@
-"""Networks and model files (installed as ``fitface.models``)."""
+"""Networks and model files (installed as ``fitface.models``).
+
+* :mod:`.latent`: the latent layout (factor blocks, then noise).
+* :mod:`.generator`: the paper's MLP generator (Fig. 12a); :mod:`.linear`: the linear 3DMM
+  generator behind the same interface.
+* :mod:`.discriminator`: the critic with one classifier branch per factor (Fig. 12b).
+* :mod:`.face_model`: template + generator + mapping layer + landmark sets as one module.
+* :mod:`.model_file`: one safetensors file with JSON metadata; loading never unpickles.
+* ``default.safetensors``: the built-in model (see train/recipes/default_model.toml).
+"""
