@@ -123,7 +123,7 @@ def fit_landmarks_2d(
         ValueError: bad shapes, or a capture with fewer than 4 valid landmarks.
     """
     from fitface.fitting.adam import Adam, cosine_lr
-    from fitface.fitting.landmark_fit import FitConfig, LandmarkFitResult
+    from fitface.fitting.landmark_fit import FitConfig, LandmarkFitResult, initial_codes, usable_landmarks
     from fitface.fitting.similarity import Similarity
 
     cfg = FitConfig() if cfg is None else cfg
@@ -136,32 +136,13 @@ def fit_landmarks_2d(
     if tg.shape[2] not in (2, 3):
         raise ValueError(f"targets: expected 2 or 3 coordinates, got {tg.shape[2]}")
     nb, nl = tg.shape[:2]
-    ok = np.isfinite(tg[..., :2]).all(axis=2)
-    if valid is not None:
-        valid = np.asarray(valid, dtype=bool)
-        check_shape("valid", valid, (nb, nl))
-        ok &= valid
-    counts = ok.sum(axis=1)
-    if (counts < 4).any():
-        i = int(np.flatnonzero(counts < 4)[0])
-        raise ValueError(f"capture {i}: {int(counts[i])} valid landmarks; a 2D fit needs at least 4")
+    ok, counts = usable_landmarks(np.isfinite(tg[..., :2]).all(axis=2), valid, 4, "a 2D fit needs at least 4")
     k, dim, dt = cfg.restarts, decoder.latent_dim, decoder.dtype
     n = nb * k
     y = np.repeat(np.where(ok[..., None], tg[..., :2], 0.0), k, axis=0)  # (N, L, 2)
     w = np.repeat(ok, k, axis=0).astype(np.float64)  # (N, L)
 
-    rng = np.random.default_rng(cfg.seed)
-    z0 = rng.standard_normal((nb, k, dim)) * cfg.init_scale
-    if cfg.init == "zero":
-        z0[:, 0] = 0.0
-    frozen = np.zeros(dim, dtype=bool)
-    for name, code in (cfg.freeze or {}).items():
-        sl = decoder.layout.slice(name)
-        code = np.asarray(code, dtype=np.float64)
-        if code.shape not in ((sl.stop - sl.start,), (nb, sl.stop - sl.start)):
-            raise ValueError(f"freeze[{name!r}]: expected ({sl.stop - sl.start},) or ({nb}, {sl.stop - sl.start})")
-        z0[:, :, sl] = code[:, None] if code.ndim == 2 else code
-        frozen[sl] = True
+    z0, frozen, _ = initial_codes(decoder, cfg, nb)  # (B, K, D), (D,)
     z = np.ascontiguousarray(z0.reshape(n, dim), dtype=dt)
     grad_mask = (~frozen).astype(dt)
 

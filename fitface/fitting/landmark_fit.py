@@ -173,6 +173,56 @@ def _freeze_arrays(decoder, freeze: dict[str, Any], nb: int) -> tuple[np.ndarray
     return mask, values
 
 
+def usable_landmarks(finite: np.ndarray, valid: np.ndarray | None, minimum: int, need: str):
+    """Which landmarks a fit may use, and how many per capture.
+
+    Args:
+        finite: (B, L) bool, True where the target's coordinates are finite.
+        valid: None or (B, L) bool, False = ignore that landmark.
+        minimum: fewest usable landmarks a capture needs.
+        need: the end of the error message, e.g. ``"at least 3 are needed"``.
+
+    Returns:
+        ``(ok (B, L) bool, counts (B,) int)``.
+
+    Raises:
+        ValueError: naming the first capture with fewer than ``minimum`` usable landmarks.
+    """
+    ok = np.array(finite, dtype=bool)
+    if valid is not None:
+        valid = np.asarray(valid, dtype=bool)
+        check_shape("valid", valid, ok.shape)
+        ok &= valid
+    counts = ok.sum(axis=1)
+    if (counts < minimum).any():
+        i = int(np.flatnonzero(counts < minimum)[0])
+        raise ValueError(f"capture {i}: {int(counts[i])} valid landmarks; {need}")
+    return ok, counts
+
+
+def initial_codes(decoder, cfg: FitConfig, nb: int, init_z: np.ndarray | None = None):
+    """Initial codes of every capture and restart, with the frozen blocks in place.
+
+    Restart codes are ``z ~ N(0, init_scale^2 I)`` from ``cfg.seed`` (restart 0 is zero with
+    ``init="zero"``, or ``init_z`` when given), then the ``cfg.freeze`` blocks overwrite them.
+
+    Returns:
+        ``(z0 (B, K, D) float64, frozen (D,) bool, frozen_values (B, D) float64)``.
+    """
+    dim = decoder.latent_dim
+    rng = np.random.default_rng(cfg.seed)
+    z0 = rng.standard_normal((nb, cfg.restarts, dim)) * cfg.init_scale
+    if cfg.init == "zero":
+        z0[:, 0] = 0.0
+    if init_z is not None:
+        init_z = np.asarray(init_z, dtype=np.float64)
+        check_shape("init_z", init_z, (nb, dim))
+        z0[:, 0] = init_z
+    frozen, frozen_values = _freeze_arrays(decoder, cfg.freeze, nb)
+    z0[:, :, frozen] = frozen_values[:, None, frozen]
+    return z0, frozen, frozen_values
+
+
 def _pairs_and_groups(shared: Any, nb: int, k: int) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Group index per row (or None), and the consecutive same-group row pairs (ia, ib)."""
     if shared is None:
@@ -233,30 +283,13 @@ def fit_landmarks(
         tg = tg[None]
     check_shape("targets", tg, (None, rows.num_points, 3))
     nb, nl = tg.shape[:2]
-    ok = np.isfinite(tg).all(axis=2)  # (B, L)
-    if valid is not None:
-        valid = np.asarray(valid, dtype=bool)
-        check_shape("valid", valid, (nb, nl))
-        ok &= valid
-    counts = ok.sum(axis=1)
-    if (counts < 3).any():
-        i = int(np.flatnonzero(counts < 3)[0])
-        raise ValueError(f"capture {i}: {int(counts[i])} valid landmarks; at least 3 are needed")
+    ok, counts = usable_landmarks(np.isfinite(tg).all(axis=2), valid, 3, "at least 3 are needed")  # (B, L), (B,)
     k, dim, dt = cfg.restarts, decoder.latent_dim, decoder.dtype
     n = nb * k
     tg_m = np.where(ok[..., None], tg / unit_scale, 0.0)  # (B, L, 3) capture frame, model unit
 
     # ---- initial codes (N, D), row b*K + k
-    rng = np.random.default_rng(cfg.seed)
-    z0 = rng.standard_normal((nb, k, dim)) * cfg.init_scale
-    if cfg.init == "zero":
-        z0[:, 0] = 0.0
-    if init_z is not None:
-        init_z = np.asarray(init_z, dtype=np.float64)
-        check_shape("init_z", init_z, (nb, dim))
-        z0[:, 0] = init_z
-    frozen, frozen_values = _freeze_arrays(decoder, cfg.freeze, nb)
-    z0[:, :, frozen] = frozen_values[:, None, frozen]
+    z0, frozen, frozen_values = initial_codes(decoder, cfg, nb, init_z)  # (B, K, D), (D,), (B, D)
     row_group, ia, ib = _pairs_and_groups(cfg.shared, nb, k)
     sh = decoder.layout.slice(cfg.shared_factor) if row_group is not None else None
     if row_group is not None:
