@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fitface.errors import InputError
+from input_checks import assert_one_line_naming
 from fitface.io.codes import Codes, read_codes, write_codes
 
 
@@ -34,14 +34,6 @@ def codes() -> Codes:
         extra={"lambda": 0.01, "landmark_rms": 1.23456789012345, "landmark_residuals": [0.5, 1.25],
                "notes": {"iterations": 300, "converged": True, "image": "face.jpg"}},
     )  # fmt: skip
-
-
-def assert_one_line_naming(excinfo, path: Path, *words: str) -> None:
-    msg = str(excinfo.value)
-    assert "\n" not in msg
-    assert msg.startswith(f"{path}: "), msg
-    for w in words:
-        assert w.lower() in msg.lower(), f"{w!r} not in {msg!r}"
 
 
 def test_round_trip_exact(tmp_path, codes):

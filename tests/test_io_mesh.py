@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from fitface.errors import InputError
+from input_checks import assert_corruptions_raise_only_input_error, assert_one_line_naming
 from fitface.io.mesh import Mesh, load_mesh, save_mesh
 
 DATA = Path(__file__).parent / "data"
@@ -21,14 +22,6 @@ def mesh() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     f = np.stack([rng.permutation(40)[:3] for _ in range(60)]).astype(np.int64)
     c = rng.integers(0, 256, size=(40, 4), dtype=np.uint8)
     return v, f, c
-
-
-def assert_one_line_naming(excinfo, path: Path, *words: str) -> None:
-    msg = str(excinfo.value)
-    assert "\n" not in msg
-    assert msg.startswith(f"{path}: "), msg
-    for w in words:
-        assert w.lower() in msg.lower(), f"{w!r} not in {msg!r}"
 
 
 # ------------------------------------------------------------------ round trips
@@ -427,22 +420,7 @@ def test_corrupted_files_raise_only_input_error(tmp_path, mesh, name, kw):
     v, f, c = mesh
     save_mesh(tmp_path / name, v[:6], f[(f < 6).all(axis=1)][:4], c[:6], **kw)
     data = (tmp_path / name).read_bytes()
-    rng = np.random.default_rng(11)
-    bad = tmp_path / f"bad{Path(name).suffix}"
-    for trial in range(150):
-        b = bytearray(data)
-        i = int(rng.integers(0, len(b)))
-        if trial % 3 == 0:
-            b = b[:i]
-        elif trial % 3 == 1:
-            b[i] = int(rng.integers(0, 256))
-        else:
-            b[i:i] = rng.integers(0, 256, int(rng.integers(1, 4))).astype(np.uint8).tobytes()
-        bad.write_bytes(bytes(b))
-        try:
-            load_mesh(bad, require_faces=False)
-        except InputError as e:
-            assert "\n" not in str(e) and str(e).startswith(str(bad))
+    assert_corruptions_raise_only_input_error(data, tmp_path / f"bad{Path(name).suffix}", lambda path: load_mesh(path, require_faces=False), seed=11)
 
 
 def test_written_files_get_the_usual_mode(tmp_path):
