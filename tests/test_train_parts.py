@@ -14,7 +14,8 @@ from fitface.models.latent import LatentLayout
 from fitface.train import losses as L
 from fitface.train import sampling as S
 from fitface.train.config import load_config, parse_set, recipe_names
-from fitface.train.metrics import NearestFace, diversity, mean_vertex_distance, vertex_groups
+from fitface.train.metrics import (NearestFace, ProgressEvaluator, diversity, mean_vertex_distance,
+                                   near_training_share, vertex_groups)
 
 RECIPES = ["paper", "cpu", "default_model", "ablation_no_mesh_reg", "ablation_id_class_only", "ablation_exp_class_only",
            "ablation_no_feature_loss"]
@@ -155,6 +156,30 @@ def test_nearest_face_is_exact():
     torch.testing.assert_close(d, brute.min(1).values)
     assert torch.equal(idx, brute.argmin(1))
     assert (nf.lower_bounds(q) <= brute + 1e-4).all()  # it is a lower bound
+
+
+def test_near_training_share_scores_mean_face_zero_and_training_faces_one():
+    g = torch.Generator().manual_seed(2)
+    V = 200
+    mean_face = torch.randn(V, 3, generator=g) * 30
+    people = mean_face + 3.0 * torch.randn(6, 1, 3, generator=g) + 0.5 * torch.randn(6, V, 3, generator=g)
+    train = people + 0.2 * torch.randn(6, V, 3, generator=g)  # one training face per "person"
+    unseen = people + 0.2 * torch.randn(6, V, 3, generator=g)  # the same people, other captures
+    ev = ProgressEvaluator(train, mean_face.numpy(), LAYOUT, num_samples=6, num_pairs=4, seed=0, heldout=unseen)
+    assert ev.heldout_share == 1.0 and 0 < ev.heldout_nearest < 0.5
+    assert ev.template_distance > 2.0  # the mean face is far from each (offset) person here
+
+    const = lambda z, face: face[None].expand(z.shape[0], -1, -1).clone()  # noqa: E731
+    collapsed = ev(lambda z: const(z, mean_face))
+    assert collapsed.near_share == 0.0 and collapsed.mean_face_distance == pytest.approx(0.0, abs=1e-5)
+    memorised = ev(lambda z: train[torch.arange(z.shape[0]) % 6])
+    assert memorised.near_share == 1.0 and memorised.specificity == pytest.approx(0.0, abs=1e-5)
+    # half-way between the mean face and a person: nearer the person only when ratio < 1 allows it
+    half = 0.5 * (mean_face + train[0])
+    d, t = ev.nearest(half[None])[0], ev.to_template(half[None])
+    assert near_training_share(d, t, 1.01) == 1.0 and near_training_share(d, t, 0.99) == 0.0
+    with pytest.raises(ValueError, match="near_ratio"):
+        near_training_share(d, t, 0.0)
 
 
 def test_diversity_shared_code_is_zero_for_that_factor_only():

@@ -84,6 +84,9 @@ def test_resume_is_bit_exact(tiny, tmp_path):
     m1 = read_csv(straight / "metrics.csv")
     m2 = read_csv(split / "metrics.csv")
     assert m1[-1] == m2[-1]
+    # step 0 is the untrained G (almost the template): nothing is nearer a real face than the mean
+    assert m1[0]["step"] == "0" and float(m1[0]["near_share"]) == 0.0
+    assert float(m1[0]["heldout_near_share"]) > 0.5  # held-out real faces are (the reference)
 
 
 def test_seed_reproducible_and_seed_matters(tiny, tmp_path):

@@ -131,13 +131,14 @@ class TrainConfig:
     metrics_pairs: int = 200
     #: Training samples (evenly spaced, at most) searched for nearest neighbours (0 = all).
     metrics_max_train: int = 2000
-    #: A generated face counts as "near the training set" when its mean vertex distance to the
-    #: nearest training face is below this (dataset unit; mm). None = automatic:
-    #: ``near_fraction`` x the template's own nearest-training distance (so a model collapsed
-    #: onto the mean face scores ~0); the value used is logged in metrics.csv.
-    near_threshold: float | None = None
-    #: Fraction of the template's nearest-training distance used when ``near_threshold`` is None.
-    near_fraction: float = 0.75
+    #: A generated face counts as "near the training set" when its mean vertex distance to its
+    #: nearest training face is below ``near_ratio`` x its distance to the template (the mean
+    #: face): it looks more like some real face than like the average one. An untrained or
+    #: collapsed generator scores 0 (``fitface.train.metrics.near_training_share``).
+    near_ratio: float = 1.0
+    #: Held-out (val split) real faces, at most, whose near-training share is logged as the
+    #: reference value (0 = none).
+    metrics_heldout: int = 200
     #: TensorBoard event files in RUN_DIR/tensorboard.
     tensorboard: bool = True
     #: tqdm progress bar.
@@ -165,11 +166,13 @@ class TrainConfig:
             if len(b) != 2 or not all(0 <= x < 1 for x in b):
                 bad(name, "must be two numbers in [0, 1)")
         for name in ("lambda_c", "lambda_gan", "lambda_cls", "lambda_feat", "lambda_reg", "gp_weight",
-                     "instance_noise", "near_fraction"):
+                     "instance_noise"):
             if not getattr(self, name) >= 0:
                 bad(name, "must be >= 0")
-        if self.near_threshold is not None and not self.near_threshold > 0:
-            bad("near_threshold", "must be > 0 (or none for automatic)")
+        if not self.near_ratio > 0:
+            bad("near_ratio", "must be > 0")
+        if self.metrics_heldout < 0:
+            bad("metrics_heldout", "must be >= 0")
         if self.reg_reduction not in ("mean", "sum"):
             bad("reg_reduction", "must be 'mean' or 'sum'")
         if self.class_weighting not in ("inverse_frequency", "none"):
