@@ -3,7 +3,7 @@
 Measures, for each dataset: generator iterations per second, samples per second, the step's
 time split between generator, mapping layer, regulariser and discriminator (the remainder:
 D forward/backward, gradient penalty, optimisers), the step's FLOPs (counted with
-``torch.utils.flop_counter.FlopCounterMode`` on a real step: matmuls and convolutions,
+``torch.utils.flop_counter``'s per-op FLOP formulas on a real step: matmuls and convolutions,
 forward, backward and the penalty's double backward; the sparse mapping / Laplacian products,
 which the counter would count as dense, are subtracted) and the floor those FLOPs imply at this
 machine's measured float32 matmul rate.
@@ -89,12 +89,41 @@ def component_times(tr, repeats: int = 5) -> dict:
     return {"generator": _time(gen, repeats), "mapping": _time(mapping, repeats), "regularizer": _time(reg, repeats)}
 
 
+class FlopCount:
+    """Total FLOPs of the ops run inside ``with FlopCount() as fc:`` (``fc.total``), with
+    torch's own per-op formulas (``torch.utils.flop_counter.flop_registry``).
+
+    ``FlopCounterMode`` itself cannot be used: its per-module tracker raises on the gradient
+    penalty's ``autograd.grad`` with respect to a leaf input of the critic (torch 2.13)."""
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils.flop_counter import flop_registry
+
+        counter = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                out = func(*args, **kwargs)
+                formula = flop_registry.get(func._overloadpacket)
+                if formula is not None:
+                    counter.total += formula(*args, **kwargs, out_val=out)
+                return out
+
+        self.total = 0
+        self._mode = _Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._mode.__exit__(*exc)
+
+
 def sparse_flops_as_counted(tr) -> float:
-    """FLOPs that ``FlopCounterMode`` attributes to the step's *sparse* products (mapping matrix,
+    """FLOPs that the counter attributes to the step's *sparse* products (mapping matrix,
     fold refresh, Laplacian), which it counts as if the sparse matrices were dense. They are
     subtracted from the step's count (their true cost, ~nnz x columns, is negligible)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     cfg, b = tr.cfg, tr.cfg.batch_size
     disp = torch.zeros(b, tr.data.dataset.num_vertices, 3)
 
@@ -109,14 +138,12 @@ def sparse_flops_as_counted(tr) -> float:
         if tr.folded is not None:
             tr.folded.refresh(tr.G)
 
-    with FlopCounterMode(display=False) as fc:
+    with FlopCount() as fc:
         pieces()
-    return float(fc.get_total_flops())
+    return float(fc.total)
 
 
 def bench(data_dir: Path, steps: int, batch: int, threads: int, fold: bool) -> dict:
-    from torch.utils.flop_counter import FlopCounterMode
-
     from fitface.train.config import load_config
     from fitface.train.trainer import Trainer
 
@@ -131,9 +158,9 @@ def bench(data_dir: Path, steps: int, batch: int, threads: int, fold: bool) -> d
             t = time.perf_counter()
             tr.step(s)
             times.append(time.perf_counter() - t)
-        with FlopCounterMode(display=False) as fc:
+        with FlopCount() as fc:
             tr.step(2 + steps)
-        counted = fc.get_total_flops()
+        counted = fc.total
         flops = counted - sparse_flops_as_counted(tr)
         comp = component_times(tr)
     step_s = statistics.median(times)

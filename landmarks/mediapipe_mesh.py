@@ -116,6 +116,10 @@ def _face(points_norm: np.ndarray, h: int, w: int, score: float | None) -> Detec
     return DetectedFace(p, bbox, score)
 
 
+#: Side of the blank image that starts mediapipe's graph inside the detector's constructor.
+WARMUP_SIZE = 32
+
+
 class FaceMeshDetector:
     """A reusable mediapipe face-mesh detector (set-up once, then :meth:`detect` per image).
 
@@ -154,6 +158,9 @@ class FaceMeshDetector:
                 self._impl = solutions.face_mesh.FaceMesh(
                     static_image_mode=True, max_num_faces=self.max_faces, refine_landmarks=True,
                     min_detection_confidence=self.min_confidence)
+                # the graph starts its TFLite interpreters (which log from their own threads) on
+                # the first image: do that here, while fd 2 is silenced
+                self._impl.process(np.zeros((WARMUP_SIZE, WARMUP_SIZE, 3), np.uint8))
         else:
             p = self.model_path
             if not p.is_file():
@@ -208,7 +215,8 @@ class FaceMeshDetector:
         impl, self._impl = getattr(self, "_impl", None), None
         if impl is not None and hasattr(impl, "close"):
             try:
-                impl.close()
+                with _native_stderr_silenced():  # the graph's threads log as they shut down
+                    impl.close()
             except RuntimeError:  # a graph that already failed reports its error again on close
                 pass
 

@@ -501,7 +501,7 @@ def read_embedder(path: str | os.PathLike, device: str = "cpu") -> Embedder:
 
     path = Path(path)
     if not path.is_file():
-        raise InputError("no embedder file; train it with train_embedders (fitface evaluate embedders)", path)
+        raise InputError("no embedder file; train it with `fitface evaluate ... --train-embedders`", path)
     try:
         with safe_open(str(path), framework="pt", device=device) as f:
             meta = f.metadata() or {}

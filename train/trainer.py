@@ -61,6 +61,18 @@ LOSS_COLUMNS = ["step", "epoch", "phase", "d_loss", "d_gap", "d_gp", "d_cls", "g
                 "g_feat", "g_reg", "reg_share", "it_per_s", "samples_per_s", "elapsed_s"]
 
 
+def adam(params, lr: float, betas) -> torch.optim.Adam:
+    """Adam with the fused kernel (one pass over the parameters; 7x faster than the per-tensor
+    loops for G's 14.5 M-parameter output layer on the CPU), or the default one where the fused
+    kernel is not available for the device. The update is Adam's either way (it differs from
+    the unfused one only by rounding)."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, betas=tuple(betas), fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr, betas=tuple(betas))
+
+
 def resume_config(run_dir, overrides: dict | None = None) -> TrainConfig:
     """The config of the run checkpointed in ``run_dir`` with ``overrides`` applied (validated)."""
     from .config import apply_overrides
@@ -279,8 +291,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.G = Generator(self.layout.dim, ds.num_vertices, cfg.hidden, cfg.negative_slope).to(self.device)
         self.D = Discriminator(self.num_classes, cfg.image_size, cfg.negative_slope).to(self.device)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=tuple(cfg.betas_g))
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=tuple(cfg.betas_d))
+        self.opt_g = adam(self.G.parameters(), cfg.lr_g, cfg.betas_g)
+        self.opt_d = adam(self.D.parameters(), cfg.lr_d, cfg.betas_d)
         self.codes = fixed_codes(self.layout, self.num_classes, cfg.seed)
         self.start_step = 0
         if ckpt is not None:
@@ -404,9 +416,10 @@ class Trainer:
             denom = L.weighted_ce_denominator(labels_g[:, j], self.weights[f].cpu())
             if denom <= 0:
                 continue
+            rows = torch.nonzero(labels[:, j] >= 0).squeeze(1)  # labeled real rows (may be none here)
             with torch.autocast(self.device.type, enabled=self.use_amp):
-                _, logits = self.D.classifiers[f](trunk[:b])
-            ce = L.weighted_ce_sum(logits.float(), labels[:, j], self.weights[f]) / denom * ctx.world_size
+                _, logits = self.D.classifiers[f](trunk[rows])  # (r, n): unlabeled rows add nothing
+            ce = L.weighted_ce_sum(logits.float(), labels[rows, j], self.weights[f]) / denom * ctx.world_size
             cls[f] = ce
             total = total + cfg.lambda_c * ce
         self.opt_d.zero_grad(set_to_none=True)
