@@ -178,6 +178,7 @@ def test_ddp_two_gloo_processes_match_one_process(tiny, tmp_path):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone"]
     out = subprocess.run(torchrun + cmd[1:], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert "data parallel: DistributedDataParallel over 2 processes" in out.stderr
     a, b = _losses(one), _losses(two)
     assert [r["step"] for r in a] == [r["step"] for r in b]
     for ra, rb in zip(a, b):

@@ -1,18 +1,24 @@
 """Data-parallel training under ``torchrun`` (multi-GPU, multi-node; gloo on CPU).
 
-What this does (and why not ``DistributedDataParallel``): WGAN-GP's penalty needs a double
-backward (``autograd.grad(..., create_graph=True)``), which DDP's gradient reducer does not
-support. The trainer therefore does what DDP does, by hand, with ``torch.distributed``:
+The networks are wrapped in ``torch.nn.parallel.DistributedDataParallel`` (:func:`wrap_ddp`):
 
-* every process builds the same models from the same seed, then rank 0's parameters are
-  broadcast (:func:`broadcast_module`) so they start identical;
+* every process builds the same models from the same seed; DDP's constructor broadcasts rank
+  0's parameters, so they start identical;
 * every process computes the loss on its shard of the global batch (the draws are global and
-  a pure function of (seed, step), see :mod:`.sampling`), runs backward, and the gradients are
-  averaged across processes in one flattened all-reduce per optimiser step
-  (:func:`average_gradients`) before the (identical) optimiser steps; parameters therefore
-  stay identical on every process without further communication.
+  a pure function of (seed, step), see :mod:`.sampling`) and runs backward; DDP averages the
+  gradients across processes during that backward, so the (identical) optimiser steps keep
+  the parameters identical without further communication.
 
-Convention: ``world_size == 1`` (no torchrun) makes every function here a no-op.
+WGAN-GP's penalty needs ``autograd.grad(..., create_graph=True)``. DDP does not synchronise
+such out-of-place gradients (pytorch/pytorch#63929), and that is what the penalty needs: each
+process takes its own samples' input gradients (no parameter gradient is accumulated, so no
+all-reduce fires), and the ordinary ``backward()`` of the total loss, which runs through the
+double-backward graph, is the one DDP reduces (the pattern of pytorch/pytorch#63812). DDP also
+needs one wrapped forward per backward: the trainer runs the critic step's three uses of D
+(real and fake, interpolates, classifiers) as one module call (``trainer.CriticPass``).
+
+Convention: ``world_size == 1`` (no torchrun) makes every function here a no-op and
+:func:`wrap_ddp` returns the module itself.
 """
 
 from __future__ import annotations
@@ -77,36 +83,30 @@ def shutdown(ctx: DistContext) -> None:
             dist.destroy_process_group()
 
 
-def broadcast_module(module: torch.nn.Module, ctx: DistContext) -> None:
-    """Copy rank 0's parameters and buffers to every process."""
+def wrap_ddp(module: torch.nn.Module, ctx: DistContext, device: torch.device,
+             find_unused_parameters: bool = False) -> torch.nn.Module:
+    """``DistributedDataParallel(module)`` when running under torchrun, else ``module``.
+
+    Args:
+        module: the network (its parameters are broadcast from rank 0 here).
+        ctx: the process context.
+        device: the module's device (CUDA: one device per process, ``device_ids=[index]``).
+        find_unused_parameters: let some parameters get no gradient in a step (a classifier
+            branch that an ablation or a batch without labels leaves out). Their ``.grad``
+            stays None on every process, as it does without DDP.
+    """
     if not ctx.enabled:
-        return
-    import torch.distributed as dist
+        return module
+    from torch.nn.parallel import DistributedDataParallel
 
-    with torch.no_grad():
-        for t in list(module.parameters()) + list(module.buffers()):
-            if t.is_sparse:
-                continue
-            dist.broadcast(t.data, src=0)
+    import inspect
 
-
-def average_gradients(params, ctx: DistContext) -> None:
-    """Average ``.grad`` of ``params`` across processes (one flattened all-reduce)."""
-    if not ctx.enabled:
-        return
-    import torch.distributed as dist
-
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    flat.div_(ctx.world_size)
-    offset = 0
-    for g in grads:
-        n = g.numel()
-        g.copy_(flat[offset:offset + n].view_as(g))
-        offset += n
+    ids = [device.index if device.index is not None else ctx.local_rank] if device.type == "cuda" else None
+    # the networks' buffers are constants: no sync before each forward (the keyword was renamed)
+    sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters \
+        else "broadcast_buffers"
+    return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused_parameters,
+                                   **{sync: False})
 
 
 def average_scalars(values: dict[str, float], ctx: DistContext) -> dict[str, float]:

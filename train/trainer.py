@@ -29,11 +29,12 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from fitface.errors import InputError
 from fitface.io.atomic import write_text
@@ -41,8 +42,9 @@ from fitface.io.atomic import write_text
 from . import losses as L
 from .checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .distributed import (DistContext, average_gradients, average_scalars, barrier, broadcast_module,
-                          init_distributed)
+from .distributed import DistContext, average_scalars, barrier, init_distributed, wrap_ddp
+if TYPE_CHECKING:
+    from fitface.models.discriminator import Discriminator
 from .sampling import (LabelSampler, fixed_codes, phase_batch, phase_factor, random_batch, real_batch_indices,
                        shared_code_batch, torch_generator)
 
@@ -59,6 +61,36 @@ RESUME_FIXED = ("seed", "latent_dims", "default_factor_dim", "noise_dim", "hidde
 
 LOSS_COLUMNS = ["step", "epoch", "phase", "d_loss", "d_gap", "d_gp", "d_cls", "g_loss", "g_gan", "g_cls",
                 "g_feat", "g_reg", "reg_share", "it_per_s", "samples_per_s", "elapsed_s"]
+
+
+class CriticOutput(NamedTuple):
+    """What :class:`CriticPass` returns."""
+
+    scores: torch.Tensor  # (2b,) critic scores of [real; fake]
+    scores_hat: torch.Tensor  # (b,) critic scores of the interpolates
+    logits: dict  # {factor: (r_f, n_f)} class logits of the real rows asked for
+
+
+class CriticPass(nn.Module):
+    """Everything the critic step asks of D, as one forward (DistributedDataParallel reduces
+    gradients per forward/backward pair, so the step's three uses of D are one call).
+
+    The interpolates get their own trunk forward: the penalty's input gradient and its double
+    backward then run over b samples, not the 3b of a joint forward (2.2x slower, same
+    gradients)."""
+
+    def __init__(self, D: "Discriminator"):
+        super().__init__()
+        self.D = D
+
+    def forward(self, real_fake: torch.Tensor, x_hat: torch.Tensor, rows: dict) -> CriticOutput:
+        """real_fake: (2b, 3, S, S) [real; fake]; x_hat: (b, 3, S, S); rows: {factor: (r,) int64
+        indices into the real half} -> :class:`CriticOutput`."""
+        trunk = self.D.trunk(real_fake)  # (2b, C, S/4, S/4)
+        _, scores = self.D.critic(trunk)  # (2b, 1)
+        _, scores_hat = self.D.critic(self.D.trunk(x_hat))  # (b, 1)
+        logits = {f: self.D.classifiers[f](trunk[r])[1] for f, r in rows.items()}
+        return CriticOutput(scores.squeeze(1), scores_hat.squeeze(1), logits)
 
 
 def adam(params, lr: float, betas) -> torch.optim.Adam:
@@ -302,8 +334,10 @@ class Trainer:
             self.opt_d.load_state_dict(ckpt.opt_d)
             self.codes = {k: v.clone() for k, v in ckpt.codes.items()}
             self.start_step = ckpt.step
-        broadcast_module(self.G, self.ctx)
-        broadcast_module(self.D, self.ctx)
+        # the modules trained through DDP under torchrun (self.G / self.D themselves otherwise);
+        # self.G / self.D stay the plain networks (checkpoints, sampling, the G step's frozen D)
+        self.G_train = wrap_ddp(self.G, self.ctx, self.device)
+        self.critic_pass = wrap_ddp(CriticPass(self.D), self.ctx, self.device, find_unused_parameters=True)
         self.codes_dev = {k: v.to(self.device) for k, v in self.codes.items()}
 
         # --- labels, class weights, label sampling -------------------------------------
@@ -397,34 +431,28 @@ class Trainer:
         x_hat = L.interpolate(real, fake, eps).requires_grad_(True)
 
         b = real.shape[0]
-        # real and fake share one forward; the interpolates get their own, so that the penalty's
-        # input gradient and its double backward run over b samples, not 3b (a joint forward of
-        # all three made the critic step 2.2x slower for the same gradients)
+        rows, denoms = {}, {}  # classified factors: labeled real rows (may be none on this process)
+        for j, f in enumerate(self.factors):
+            if f not in self.classify or cfg.lambda_c == 0:
+                continue
+            denom = L.weighted_ce_denominator(labels_g[:, j], self.weights[f].cpu())
+            if denom > 0:  # a global batch without labels of f leaves its branch out
+                rows[f], denoms[f] = torch.nonzero(labels[:, j] >= 0).squeeze(1), denom
         with torch.autocast(self.device.type, enabled=self.use_amp):
-            trunk = self.D.trunk(torch.cat([real, fake]))  # (2b, C, S/4, S/4)
-            _, scores = self.D.critic(trunk)
-            scores = scores.squeeze(1).float()  # (2b,)
-            _, scores_hat = self.D.critic(self.D.trunk(x_hat))
-            scores_hat = scores_hat.squeeze(1).float()  # (b,)
+            out = self.critic_pass(torch.cat([real, fake]), x_hat, rows)
+        scores, scores_hat = out.scores.float(), out.scores_hat.float()  # (2b,), (b,)
         gap = L.critic_gap(scores[:b], scores[b:])
         gp = L.gradient_penalty_from(scores_hat, x_hat)
         total = -gap + cfg.gp_weight * gp
         cls = {}
         for j, f in enumerate(self.factors):
-            if f not in self.classify or cfg.lambda_c == 0:
-                continue
-            denom = L.weighted_ce_denominator(labels_g[:, j], self.weights[f].cpu())
-            if denom <= 0:
-                continue
-            rows = torch.nonzero(labels[:, j] >= 0).squeeze(1)  # labeled real rows (may be none here)
-            with torch.autocast(self.device.type, enabled=self.use_amp):
-                _, logits = self.D.classifiers[f](trunk[rows])  # (r, n): unlabeled rows add nothing
-            ce = L.weighted_ce_sum(logits.float(), labels[rows, j], self.weights[f]) / denom * ctx.world_size
-            cls[f] = ce
-            total = total + cfg.lambda_c * ce
+            if f in rows:
+                ce = L.weighted_ce_sum(out.logits[f].float(), labels[rows[f], j], self.weights[f]) \
+                    / denoms[f] * ctx.world_size
+                cls[f] = ce
+                total = total + cfg.lambda_c * ce
         self.opt_d.zero_grad(set_to_none=True)
-        total.backward()
-        average_gradients(list(self.D.parameters()), ctx)
+        total.backward()  # under torchrun, DDP averages D's gradients here
         self.opt_d.step()
         self._tick("discriminator", t0)
         out = {"d_loss": total.item(), "d_gap": gap.item(), "d_gp": gp.item(),
@@ -439,7 +467,7 @@ class Trainer:
             p.requires_grad_(False)
         try:
             with torch.autocast(self.device.type, enabled=self.use_amp):
-                disp = self.G(z)  # (b, V, 3)
+                disp = self.G_train(z)  # (b, V, 3)
             disp = disp.float()
             t0 = self._tick("generator", t0)
             reg = self.regularizer(disp).mean() if cfg.lambda_reg > 0 else disp.new_zeros(())
@@ -459,11 +487,10 @@ class Trainer:
                         feat = feat + L.pair_feature_loss(out.features[f].float())
             total = cfg.lambda_gan * gan + cfg.lambda_cls * cls + cfg.lambda_feat * feat + cfg.lambda_reg * reg
             self.opt_g.zero_grad(set_to_none=True)
-            total.backward()
+            total.backward()  # under torchrun, DDP averages G's gradients here
         finally:
             for p in self.D.parameters():
                 p.requires_grad_(True)
-        average_gradients(list(self.G.parameters()), self.ctx)
         self.opt_g.step()
         if self.folded is not None:
             self.folded.refresh(self.G)

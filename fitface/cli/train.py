@@ -69,6 +69,9 @@ def train(data_dir, recipe, run_dir, max_steps, epochs, device, seed, batch_size
     from fitface.train.trainer import Trainer
 
     trainer = Trainer(data_dir, cfg, rd, resume=resume)
+    if trainer.ctx.enabled and trainer.ctx.is_main:
+        click.echo(f"data parallel: {type(trainer.G_train).__name__} over {trainer.ctx.world_size} processes "
+                   f"(global batch {cfg.batch_size}, {cfg.batch_size // trainer.ctx.world_size} per process)", err=True)
     try:
         result = trainer.train()
     finally:
