@@ -1,0 +1,83 @@
+"""Merge several ``fitface evaluate`` reports (one model each) into one set of Markdown tables.
+
+Usage::
+
+    python benchmarks/collect_reports.py reports/ict_paper reports/ict_3dmm ... [--labels a,b,...]
+
+Each REPORT folder holds the ``report.json`` of ``fitface evaluate`` on the *same* dataset with
+the same options (checked: dataset fingerprint, counts, seed); evaluating models one by one lets
+them run as soon as each training ends. Prints Table 1 (Dec-Id, Dec-Exp, Div, Div-Id, Div-Exp,
+Sp., plus the ground-truth coefficient ratios), Table 2 (surface RMSE per lambda, vertex RMSE
+in parentheses) and the retargeting table, with each evaluation's wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+#: Options that must agree between the merged reports.
+SAME = ("n_samples", "pairs", "decoupling_n", "decoupling_m", "lambdas", "test_captures", "retarget_pairs", "seed",
+        "steps", "similarity", "noise_mm")
+
+
+def _f(x, nd=2) -> str:
+    return "–" if x is None else f"{x:.{nd}f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("reports", nargs="+", type=Path, help="report folders of `fitface evaluate`")
+    ap.add_argument("--labels", default=None, help="comma-separated row labels (default: folder names)")
+    args = ap.parse_args()
+    docs = []
+    for r in args.reports:
+        p = r / "report.json"
+        if not p.is_file():
+            raise SystemExit(f"{p}: no such file")
+        docs.append(json.loads(p.read_text()))
+    labels = args.labels.split(",") if args.labels else [r.name for r in args.reports]
+    if len(labels) != len(docs):
+        raise SystemExit(f"--labels: {len(labels)} labels for {len(docs)} reports")
+    ref = docs[0]
+    for r, d in zip(args.reports, docs):
+        if d["dataset"]["fingerprint"] != ref["dataset"]["fingerprint"]:
+            raise SystemExit(f"{r}: evaluated on another dataset than {args.reports[0]}")
+        diff = [k for k in SAME if d["options"].get(k) != ref["options"].get(k)]
+        if diff:
+            raise SystemExit(f"{r}: options differ from {args.reports[0]}: {', '.join(diff)}")
+
+    o = ref["options"]
+    print(f"Dataset `{ref['dataset']['path']}` (fingerprint {ref['dataset']['fingerprint']}, "
+          f"{ref['dataset']['num_samples']} faces, V = {ref['dataset']['num_vertices']}, {ref['dataset']['unit']}); "
+          f"diversity over {o['pairs']} pairs, specificity over {o['n_samples']} samples, decoupling "
+          f"n = {o['decoupling_n']}, m = {o['decoupling_m']}; {o['test_captures']} Table-2 captures; "
+          f"{o['retarget_pairs']} retargeting pairs; seed {o['seed']}.\n")
+    print("| model | Dec-Id | Dec-Exp | Div | Div-Id | Div-Exp | Sp. | Coef-Dec-Id | Coef-Dec-Exp | eval time |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    td = ref["table1"]["training_data"]
+    print(f"| training data | – | – | {_f(td['global'])} | {_f(td['shared_identity'])} | "
+          f"{_f(td['shared_expression'])} | – | – | – | |")
+    for lab, d in zip(labels, docs):
+        (row,) = d["table1"]["rows"].values()
+        print(f"| {lab} | {_f(row.get('dec_id'), 1)} | {_f(row.get('dec_exp'), 1)} | {_f(row['div'])} | "
+              f"{_f(row['div_id'])} | {_f(row['div_exp'])} | {_f(row['sp'])} | {_f(row.get('coef_dec_id'), 3)} | "
+              f"{_f(row.get('coef_dec_exp'), 3)} | {d['timings']['total'] / 60:.1f} min |")
+    lams = [str(float(x)) for x in o["lambdas"]]
+    print("\n| model | " + " | ".join(f"λ = {x}" for x in o["lambdas"]) + " |")
+    print("|---|" + "---|" * len(lams))
+    for lab, d in zip(labels, docs):
+        (res,) = d["table2"]["models"].values()
+        print(f"| {lab} | " + " | ".join(f"{_f(res[x]['surface_rmse_mm'])} ({_f(res[x]['vertex_rmse_mm'])})"
+                                        for x in lams) + " |")
+    print("\n| model | retarget | no transfer | direct fit |")
+    print("|---|---|---|---|")
+    for lab, d in zip(labels, docs):
+        (res,) = d["retargeting"]["models"].values()
+        print(f"| {lab} | " + " | ".join(f"{_f(res[k + '_surface_rmse_mm'])} ({_f(res[k + '_vertex_rmse_mm'])})"
+                                        for k in ("retarget", "no_transfer", "direct_fit")) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Plot a training run's curves (docs/img/train_*_curves.png): losses and progress metrics.
+
+Usage:
+    python scripts/plot_training.py RUN_DIR -o docs/img/train_cpu_curves.png [--title TEXT]
+
+Reads RUN_DIR/losses.csv and RUN_DIR/metrics.csv (written by ``fitface train``) and draws four
+panels: the critic's gap and gradient penalty; G's terms; diversity (global and with a shared
+code) against specificity, in the model unit (mm); the near-training share of generated faces
+against the held-out real faces' value (see ``fitface.train.metrics.near_training_share``).
+matplotlib is needed (mediapipe installs it); the package itself does not use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import tempfile
+from pathlib import Path
+
+
+def read_csv(path: Path) -> dict[str, list[float]]:
+    """Columns of a CSV as float lists (non-numeric cells are skipped column-wise)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    cols: dict[str, list[float]] = {}
+    for key in rows[0] if rows else []:
+        try:
+            cols[key] = [float(r[key]) for r in rows]
+        except (TypeError, ValueError):
+            continue
+    return cols
+
+
+def main() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path, help="run folder of `fitface train`")
+    ap.add_argument("-o", "--out", type=Path, required=True, help="PNG to write")
+    ap.add_argument("--title", default=None, help="figure title (default: the run folder's name)")
+    args = ap.parse_args()
+    for name in ("losses.csv", "metrics.csv"):
+        if not (args.run / name).is_file():
+            raise SystemExit(f"{args.run / name}: no such file (is {args.run} a fitface training run?)")
+    loss, met = read_csv(args.run / "losses.csv"), read_csv(args.run / "metrics.csv")
+    if not loss.get("step") or not met.get("step"):
+        raise SystemExit(f"{args.run}: losses.csv or metrics.csv has no rows yet")
+
+    fig, ax = plt.subplots(2, 2, figsize=(11, 7), constrained_layout=True)
+    s = loss["step"]
+    ax[0, 0].plot(s, loss["d_gap"], label="critic gap E[D(real)] - E[D(fake)]")
+    ax[0, 0].plot(s, [10 * v for v in loss["d_gp"]], label="10 x gradient penalty")
+    ax[0, 0].set_title("critic")
+    ax[0, 1].plot(s, loss["g_gan"], label="L_GAN (G)")
+    ax[0, 1].plot(s, loss["g_cls"], label="L_CL (G)")
+    ax[0, 1].plot(s, loss["g_feat"], label="L_FEAT (G)")
+    ax[0, 1].plot(s, [100 * v for v in loss["g_reg"]], label="100 x ||L v||^2")
+    ax[0, 1].set_title("generator terms")
+    m = met["step"]
+    for key in sorted(k for k in met if k.startswith("div_")):
+        ax[1, 0].plot(m, met[key], marker="o", label=key.replace("div_", "diversity ").replace("_", " "))
+    ax[1, 0].plot(m, met["specificity"], marker="s", color="k", label="specificity")
+    ax[1, 0].set_title("diversity and specificity (mm)")
+    ax[1, 1].plot(m, [100 * v for v in met["near_share"]], marker="o", label="generated faces")
+    if "heldout_near_share" in met:
+        ax[1, 1].plot(m, [100 * v for v in met["heldout_near_share"]], ls="--", color="gray",
+                      label="held-out real faces")
+    ax[1, 1].set_ylim(-5, 105)
+    ax[1, 1].set_title("near-training share (%)")
+    for a in ax.ravel():
+        a.set_xlabel("generator step")
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
+    fig.suptitle(args.title or args.run.name)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=args.out.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=80)
+        os.replace(tmp, args.out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
