@@ -19,7 +19,7 @@ from pathlib import Path
 
 #: Options that must agree between the merged reports.
 SAME = ("n_samples", "pairs", "decoupling_n", "decoupling_m", "lambdas", "test_captures", "retarget_pairs", "seed",
-        "steps", "similarity", "noise_mm")
+        "steps", "similarity", "noise_mm", "skip")
 
 
 def _f(x, nd=2) -> str:
@@ -40,6 +40,9 @@ def main() -> None:
     labels = args.labels.split(",") if args.labels else [r.name for r in args.reports]
     if len(labels) != len(docs):
         raise SystemExit(f"--labels: {len(labels)} labels for {len(docs)} reports")
+    for r, d in zip(args.reports, docs):
+        if len(d.get("models", [])) != 1:
+            raise SystemExit(f"{r}: a report of {len(d.get('models', []))} models; give one report per model")
     ref = docs[0]
     for r, d in zip(args.reports, docs):
         if d["dataset"]["fingerprint"] != ref["dataset"]["fingerprint"]:
@@ -54,30 +57,34 @@ def main() -> None:
           f"diversity over {o['pairs']} pairs, specificity over {o['n_samples']} samples, decoupling "
           f"n = {o['decoupling_n']}, m = {o['decoupling_m']}; {o['test_captures']} Table-2 captures; "
           f"{o['retarget_pairs']} retargeting pairs; seed {o['seed']}.\n")
-    print("| model | Dec-Id | Dec-Exp | Div | Div-Id | Div-Exp | Sp. | Coef-Dec-Id | Coef-Dec-Exp | eval time |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    td = ref["table1"]["training_data"]
-    print(f"| training data | – | – | {_f(td['global'])} | {_f(td['shared_identity'])} | "
-          f"{_f(td['shared_expression'])} | – | – | – | |")
-    for lab, d in zip(labels, docs):
-        (row,) = d["table1"]["rows"].values()
-        print(f"| {lab} | {_f(row.get('dec_id'), 1)} | {_f(row.get('dec_exp'), 1)} | {_f(row['div'])} | "
-              f"{_f(row['div_id'])} | {_f(row['div_exp'])} | {_f(row['sp'])} | {_f(row.get('coef_dec_id'), 3)} | "
-              f"{_f(row.get('coef_dec_exp'), 3)} | {d['timings']['total'] / 60:.1f} min |")
-    lams = [str(float(x)) for x in o["lambdas"]]
-    print("\n| model | " + " | ".join(f"λ = {x}" for x in o["lambdas"]) + " |")
-    print("|---|" + "---|" * len(lams))
-    for lab, d in zip(labels, docs):
-        (res,) = d["table2"]["models"].values()
-        print(f"| {lab} | " + " | ".join(f"{_f(res[x]['surface_rmse_mm'])} ({_f(res[x]['vertex_rmse_mm'])})"
-                                        for x in lams) + " |")
-    print("\n| model | retarget | no transfer | direct fit |")
-    print("|---|---|---|---|")
-    for lab, d in zip(labels, docs):
-        (res,) = d["retargeting"]["models"].values()
-        print(f"| {lab} | " + " | ".join(f"{_f(res[k + '_surface_rmse_mm'])} ({_f(res[k + '_vertex_rmse_mm'])})"
-                                        for k in ("retarget", "no_transfer", "direct_fit")) + " |")
-
+    if "table1" in ref:
+        print("| model | Dec-Id | Dec-Exp | Div | Div-Id | Div-Exp | Sp. | Coef-Dec-Id | Coef-Dec-Exp | eval time |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        td = ref["table1"].get("training_data", {})
+        print(f"| training data | – | – | {_f(td.get('global'))} | {_f(td.get('shared_identity'))} | "
+              f"{_f(td.get('shared_expression'))} | – | – | – | |")
+        for lab, d in zip(labels, docs):
+            (row,) = d["table1"]["rows"].values()
+            print(f"| {lab} | {_f(row.get('dec_id'), 1)} | {_f(row.get('dec_exp'), 1)} | {_f(row.get('div'))} | "
+                  f"{_f(row.get('div_id'))} | {_f(row.get('div_exp'))} | {_f(row.get('sp'))} | "
+                  f"{_f(row.get('coef_dec_id'), 3)} | {_f(row.get('coef_dec_exp'), 3)} | "
+                  f"{d['timings']['total'] / 60:.1f} min |")
+    if "table2" in ref:
+        lams = [str(float(x)) for x in o["lambdas"]]
+        print("\n| model | " + " | ".join(f"λ = {x}" for x in o["lambdas"]) + " |")
+        print("|---|" + "---|" * len(lams))
+        for lab, d in zip(labels, docs):
+            (res,) = d["table2"]["models"].values()
+            print(f"| {lab} | " + " | ".join(
+                f"{_f(res[x]['surface_rmse_mm'])} ({_f(res[x]['vertex_rmse_mm'])})" for x in lams) + " |")
+    if "retargeting" in ref:
+        print("\n| model | retarget | no transfer | direct fit |")
+        print("|---|---|---|---|")
+        for lab, d in zip(labels, docs):
+            (res,) = d["retargeting"]["models"].values()
+            print(f"| {lab} | " + " | ".join(
+                f"{_f(res.get(k + '_surface_rmse_mm'))} ({_f(res.get(k + '_vertex_rmse_mm'))})"
+                for k in ("retarget", "no_transfer", "direct_fit")) + " |")
 
 if __name__ == "__main__":
     main()

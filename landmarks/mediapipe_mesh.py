@@ -154,13 +154,18 @@ class FaceMeshDetector:
                     f"this mediapipe ({getattr(mp, '__version__', '?')}) has no bundled face mesh; pass the "
                     "FaceLandmarker model with --mediapipe-model face_landmarker.task")
             self._backend = "solutions"
-            with _native_stderr_silenced():
+            with warnings.catch_warnings(), _native_stderr_silenced():
+                warnings.simplefilter("ignore")  # protobuf deprecation noise inside mediapipe
                 self._impl = solutions.face_mesh.FaceMesh(
                     static_image_mode=True, max_num_faces=self.max_faces, refine_landmarks=True,
                     min_detection_confidence=self.min_confidence)
                 # the graph starts its TFLite interpreters (which log from their own threads) on
                 # the first image: do that here, while fd 2 is silenced
-                self._impl.process(np.zeros((WARMUP_SIZE, WARMUP_SIZE, 3), np.uint8))
+                try:
+                    self._impl.process(np.zeros((WARMUP_SIZE, WARMUP_SIZE, 3), np.uint8))
+                except BaseException:
+                    self.close()
+                    raise
         else:
             p = self.model_path
             if not p.is_file():

@@ -25,10 +25,10 @@ def read_csv(path: Path) -> dict[str, list[float]]:
         rows = list(csv.DictReader(f))
     cols: dict[str, list[float]] = {}
     for key in rows[0] if rows else []:
-        try:
-            cols[key] = [float(r[key]) for r in rows]
-        except (TypeError, ValueError):
-            continue
+        try:  # empty cells (a term a recipe does not have) are NaN
+            cols[key] = [float(r[key]) if r[key] not in ("", None) else float("nan") for r in rows]
+        except ValueError:
+            continue  # a text column (phase)
     return cols
 
 
@@ -52,20 +52,23 @@ def main() -> None:
 
     fig, ax = plt.subplots(2, 2, figsize=(11, 7), constrained_layout=True)
     s = loss["step"]
-    ax[0, 0].plot(s, loss["d_gap"], label="critic gap E[D(real)] - E[D(fake)]")
-    ax[0, 0].plot(s, [10 * v for v in loss["d_gp"]], label="10 x gradient penalty")
+    curves = {(0, 0): [("d_gap", 1, "critic gap E[D(real)] - E[D(fake)]"), ("d_gp", 1, "gradient penalty")],
+              (0, 1): [("g_gan", 1, "L_GAN (G)"), ("g_cls", 1, "L_CL (G)"), ("g_feat", 1, "L_FEAT (G)"),
+                       ("g_reg", 100, "100 x ||L v||^2")]}
+    for (i, j), items in curves.items():
+        for key, k, label in items:
+            if key in loss:
+                ax[i, j].plot(s, [k * v for v in loss[key]], label=label)
     ax[0, 0].set_title("critic")
-    ax[0, 1].plot(s, loss["g_gan"], label="L_GAN (G)")
-    ax[0, 1].plot(s, loss["g_cls"], label="L_CL (G)")
-    ax[0, 1].plot(s, loss["g_feat"], label="L_FEAT (G)")
-    ax[0, 1].plot(s, [100 * v for v in loss["g_reg"]], label="100 x ||L v||^2")
     ax[0, 1].set_title("generator terms")
     m = met["step"]
     for key in sorted(k for k in met if k.startswith("div_")):
         ax[1, 0].plot(m, met[key], marker="o", label=key.replace("div_", "diversity ").replace("_", " "))
-    ax[1, 0].plot(m, met["specificity"], marker="s", color="k", label="specificity")
+    if "specificity" in met:
+        ax[1, 0].plot(m, met["specificity"], marker="s", color="k", label="specificity")
     ax[1, 0].set_title("diversity and specificity (mm)")
-    ax[1, 1].plot(m, [100 * v for v in met["near_share"]], marker="o", label="generated faces")
+    if "near_share" in met:
+        ax[1, 1].plot(m, [100 * v for v in met["near_share"]], marker="o", label="generated faces")
     if "heldout_near_share" in met:
         ax[1, 1].plot(m, [100 * v for v in met["heldout_near_share"]], ls="--", color="gray",
                       label="held-out real faces")

@@ -216,3 +216,30 @@ def test_folded_critic_equals_mapping_of_generator():
     fc.refresh(G)
     z = torch.randn(4, LAYOUT.dim)
     torch.testing.assert_close(fc.images(G, z), mp(G(z)) / 2.5, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- older runs
+def test_config_of_an_earlier_version_still_loads():
+    from fitface.train.config import REMOVED_FIELDS, TrainConfig
+
+    old = {**TrainConfig().to_dict(), "near_threshold": None, "near_fraction": 0.75, "batch_size": 32}
+    for k in REMOVED_FIELDS:
+        assert k in old
+    with pytest.warns(UserWarning, match="near_fraction, near_threshold"):
+        cfg = TrainConfig.from_dict(old, where="run/config.json")
+    assert cfg.batch_size == 32
+    with pytest.raises(InputError, match="no_such_field"):
+        TrainConfig.from_dict({"no_such_field": 1})
+
+
+def test_csv_log_resume_keeps_rows_written_with_other_columns(tmp_path):
+    from fitface.train.logs import CsvLog, read_csv
+
+    p = tmp_path / "metrics.csv"
+    p.write_text("step,div_global,near_threshold\n0,0.1,0.86\n500,3.5,0.86\n1000,4.0,0.86\n")
+    log = CsvLog(p, ["step", "div_global", "near_share"], resume_step=600)
+    log.write({"step": 1000, "div_global": 4.25, "near_share": 0.5})
+    rows = read_csv(p)
+    assert [r["step"] for r in rows] == ["0", "500", "1000"]
+    assert rows[1] == {"step": "500", "div_global": "3.5", "near_share": ""}
+    assert rows[2]["near_share"] == "0.5"

@@ -44,7 +44,7 @@ class TrainConfig:
     device: str = "auto"
     #: CPU threads for torch (``torch.set_num_threads``); 0 keeps torch's default.
     num_threads: int = 0
-    #: Mixed precision (bfloat16/float16 autocast) on CUDA only; ignored on CPU.
+    #: Mixed precision (bfloat16 autocast) on CUDA GPUs with bfloat16; ignored on CPU.
     amp: bool = False
     #: Dataset split used for training.
     split: str = "train"
@@ -221,6 +221,18 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "config") -> "TrainConfig":
+        """A config from a dict of fields (e.g. a run's config.json); fields that earlier
+        versions had and this one dropped (:data:`REMOVED_FIELDS`) are ignored with a warning,
+        so older runs still resume."""
+        data = dict(data)
+        dropped = sorted(k for k in REMOVED_FIELDS if k in data)
+        if dropped:
+            import warnings
+
+            warnings.warn(f"{where}: ignoring config fields of an earlier fitface: {', '.join(dropped)} "
+                          f"({'; '.join(REMOVED_FIELDS[k] for k in dropped)})", stacklevel=2)
+            for k in dropped:
+                data.pop(k)
         cfg = cls()
         apply_overrides(cfg, data, where)
         return cfg
@@ -249,6 +261,11 @@ def _toml_value(v: Any) -> str:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+#: Fields of earlier versions, ignored when read (name -> what replaced it).
+REMOVED_FIELDS = {
+    "near_threshold": "the near-training share now uses near_ratio",
+    "near_fraction": "the near-training share now uses near_ratio",
+}
 
 
 def _coerce(name: str, value: Any, where: str) -> Any:

@@ -34,7 +34,8 @@ class CsvLog:
         path: the CSV file.
         columns: header names (the order of the columns).
         resume_step: if not None, keep only existing rows with ``step < resume_step`` (the
-            file is rewritten atomically); else start a new file.
+            file is rewritten atomically; cells are matched by column name, so a file written
+            with other columns keeps its rows, unknown columns dropped); else start a new file.
     """
 
     def __init__(self, path: str | os.PathLike, columns: Sequence[str], resume_step: int | None = None):
@@ -43,9 +44,9 @@ class CsvLog:
         kept: list[list[str]] = []
         if resume_step is not None and self.path.is_file():
             with open(self.path, newline="") as fh:
-                rows = list(csv.reader(fh))
-            if rows and rows[0] == self.columns:
-                kept = [r for r in rows[1:] if r and int(r[0]) < resume_step]
+                rows = list(csv.DictReader(fh))  # by column name: a file with other columns keeps its rows
+            kept = [[r.get(c) or "" for c in self.columns] for r in rows
+                    if (r.get("step") or "").lstrip("-").isdigit() and int(r["step"]) < resume_step]
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(self.columns)

@@ -93,6 +93,10 @@ class CriticPass(nn.Module):
         return CriticOutput(scores.squeeze(1), scores_hat.squeeze(1), logits)
 
 
+#: Adam options that pick a kernel, not the maths (chosen per machine, never restored).
+OPTIMIZER_KERNEL_KEYS = ("fused", "foreach")
+
+
 def adam(params, lr: float, betas) -> torch.optim.Adam:
     """Adam with the fused kernel (one pass over the parameters; 7x faster than the per-tensor
     loops for G's 14.5 M-parameter output layer on the CPU), or the default one where the fused
@@ -330,8 +334,11 @@ class Trainer:
         if ckpt is not None:
             self.G.load_state_dict(ckpt.generator)
             self.D.load_state_dict(ckpt.discriminator)
-            self.opt_g.load_state_dict(ckpt.opt_g)
-            self.opt_d.load_state_dict(ckpt.opt_d)
+            for opt, state in ((self.opt_g, ckpt.opt_g), (self.opt_d, ckpt.opt_d)):
+                chosen = [{k: g.get(k) for k in OPTIMIZER_KERNEL_KEYS} for g in opt.param_groups]
+                opt.load_state_dict(state)  # also restores the saved groups' kernel flags:
+                for g, keep in zip(opt.param_groups, chosen):  # keep this machine's choice
+                    g.update(keep)
             self.codes = {k: v.clone() for k, v in ckpt.codes.items()}
             self.start_step = ckpt.step
         # the modules trained through DDP under torchrun (self.G / self.D themselves otherwise);
@@ -360,7 +367,13 @@ class Trainer:
             self.folded.refresh(self.G)
         self.total_steps = cfg.total_steps(self.data.num_train)
         self.steps_per_epoch = cfg.steps_per_epoch(self.data.num_train)
-        self.use_amp = bool(cfg.amp and self.device.type == "cuda")
+        # mixed precision: bfloat16 autocast (float32's exponent range, so the penalty's double
+        # backward needs no loss scaling); GPUs without bfloat16 train in float32
+        self.use_amp = bool(cfg.amp and self.device.type == "cuda" and torch.cuda.is_bf16_supported())
+        if cfg.amp and self.device.type == "cuda" and not self.use_amp:
+            import warnings
+
+            warnings.warn("--amp: this GPU has no bfloat16; training in float32", stacklevel=2)
         #: Sums and counts of the current log window (restored on resume: logs stay exact).
         self.window: dict[str, list] = dict(ckpt.extras.get("log_window", {})) if ckpt is not None else {}
         self.timings = {"generator": 0.0, "mapping": 0.0, "discriminator": 0.0, "regularizer": 0.0}
@@ -437,8 +450,9 @@ class Trainer:
                 continue
             denom = L.weighted_ce_denominator(labels_g[:, j], self.weights[f].cpu())
             if denom > 0:  # a global batch without labels of f leaves its branch out
-                rows[f], denoms[f] = torch.nonzero(labels[:, j] >= 0).squeeze(1), denom
-        with torch.autocast(self.device.type, enabled=self.use_amp):
+                local = labels_g[ctx.shard(B), j]  # (b,) on the CPU: no device sync
+                rows[f], denoms[f] = torch.nonzero(local >= 0).squeeze(1).to(self.device), denom
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
             out = self.critic_pass(torch.cat([real, fake]), x_hat, rows)
         scores, scores_hat = out.scores.float(), out.scores_hat.float()  # (2b,), (b,)
         gap = L.critic_gap(scores[:b], scores[b:])
@@ -466,7 +480,7 @@ class Trainer:
         for p in self.D.parameters():
             p.requires_grad_(False)
         try:
-            with torch.autocast(self.device.type, enabled=self.use_amp):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
                 disp = self.G_train(z)  # (b, V, 3)
             disp = disp.float()
             t0 = self._tick("generator", t0)
@@ -474,7 +488,7 @@ class Trainer:
             t0 = self._tick("regularizer", t0)
             img = self._noise(self._images(disp), step, "gen")
             t0 = self._tick("mapping", t0)
-            with torch.autocast(self.device.type, enabled=self.use_amp):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
                 out = self.D(img)
             gan = -out.critic.float().mean()
             cls = disp.new_zeros(())
@@ -615,7 +629,8 @@ class Trainer:
                 pos = np.linspace(0, n - 1, m).astype(np.int64)
                 ref = self.data.batch(pos) + torch.from_numpy(self.data.template)[None]
                 ds = self.data.dataset
-                val = ds.indices("val")[:cfg.metrics_heldout]
+                other = "test" if cfg.split == "val" else "val"  # held out from *this* run's training
+                val = ds.indices(other)[:cfg.metrics_heldout]
                 heldout = torch.from_numpy(np.asarray(ds.read(val), dtype=np.float32)) if len(val) else None
                 evaluator = ProgressEvaluator(ref, self.data.template, self.layout, cfg.metrics_samples,
                                               cfg.metrics_pairs, seed=cfg.seed + 12345, near_ratio=cfg.near_ratio,
