@@ -7,7 +7,8 @@ Usage::
 Each REPORT folder holds the ``report.json`` of ``fitface evaluate`` on the *same* dataset with
 the same options (checked: dataset fingerprint, counts, seed); evaluating models one by one lets
 them run as soon as each training ends. Prints Table 1 (Dec-Id, Dec-Exp, Div, Div-Id, Div-Exp,
-Sp., plus the ground-truth coefficient ratios), Table 2 (surface RMSE per lambda, vertex RMSE
+Sp., plus the ground-truth coefficient ratios; each Dec- value with its chance level, the
+rate on pairs sharing no code, in parentheses), Table 2 (surface RMSE per lambda, vertex RMSE
 in parentheses) and the retargeting table, with each evaluation's wall time.
 """
 
@@ -65,7 +66,9 @@ def main() -> None:
               f"{_f(td.get('shared_expression'))} | – | – | – | |")
         for lab, d in zip(labels, docs):
             (row,) = d["table1"]["rows"].values()
-            print(f"| {lab} | {_f(row.get('dec_id'), 1)} | {_f(row.get('dec_exp'), 1)} | {_f(row.get('div'))} | "
+            dec = [_f(row.get(k), 1) + ("" if row.get(k + "_unshared") is None else f" ({_f(row[k + '_unshared'], 1)})")
+                   for k in ("dec_id", "dec_exp")]
+            print(f"| {lab} | {dec[0]} | {dec[1]} | {_f(row.get('div'))} | "
                   f"{_f(row.get('div_id'))} | {_f(row.get('div_exp'))} | {_f(row.get('sp'))} | "
                   f"{_f(row.get('coef_dec_id'), 3)} | {_f(row.get('coef_dec_exp'), 3)} | "
                   f"{d['timings']['total'] / 60:.1f} min |")

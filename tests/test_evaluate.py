@@ -266,3 +266,11 @@ def test_ict_test_captures_are_exact(ict_path, tmp_path):
     assert caps.info["neutral_check_max_mm"] is not None and caps.info["neutral_check_max_mm"] < 1e-4
     names = load_ict(ict_path).expression_names
     assert (recipe_overlap(ict_recipe_matrix(names), recipe_matrix(names)) < MAX_RECIPE_COSINE).all()
+
+
+def test_decoupling_cell_shows_the_chance_level():
+    from fitface.train.report import _dec_cell
+
+    assert _dec_cell({"dec_exp": 67.4, "dec_exp_unshared": 61.0}, "dec_exp") == "67.4 (61.0)"
+    assert _dec_cell({"dec_exp": 67.4}, "dec_exp") == "67.4"
+    assert _dec_cell({}, "dec_id") == "–"

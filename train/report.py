@@ -349,6 +349,14 @@ def retarget_figure(result, captures) -> tuple[np.ndarray, float] | None:
 
 
 # ------------------------------------------------------------------------------ writing
+def _dec_cell(row: dict, key: str) -> str:
+    """A decoupling score with its chance level (pairs sharing no code) in parentheses."""
+    if row.get(key) is None:
+        return "–"
+    chance = row.get(f"{key}_unshared")
+    return _fmt(row[key], 1) + ("" if chance is None else f" ({_fmt(chance, 1)})")
+
+
 def _fmt(x, digits: int = 2) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "–"
@@ -370,7 +378,9 @@ def markdown(report: dict[str, Any]) -> str:
               "Dec- in %, higher is better; Div- and Sp. in mm (higher diversity is better, lower specificity is "
               f"better). Diversity over {t1['config']['pairs']} pairs, specificity over {t1['config']['n_samples']} "
               f"samples (exact nearest training face), decoupling n = {t1['config']['decoupling_n']}, "
-              f"m = {t1['config']['decoupling_m']}. Coef-Dec: ground-truth coefficient decoupling ratio "
+              f"m = {t1['config']['decoupling_m']}; in parentheses the same judgement on pairs that share no "
+              "code (the embedder's chance level for this model: a Dec- value is only as good as its "
+              "distance above it). Coef-Dec: ground-truth coefficient decoupling ratio "
               "(0 = perfectly decoupled, 1 = not at all; beyond the paper).", "",
               "| | Dec-Id | Dec-Exp | Div | Div-Id | Div-Exp | Sp. | Coef-Dec-Id | Coef-Dec-Exp |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -378,7 +388,7 @@ def markdown(report: dict[str, Any]) -> str:
         L.append(f"| Training data | – | – | {_fmt(td.get('global'))} | {_fmt(td.get('shared_identity'))} | "
                  f"{_fmt(td.get('shared_expression'))} | – | – | – |")
         for name, r in t1["rows"].items():
-            L.append(f"| {name} | {_fmt(r.get('dec_id'), 1)} | {_fmt(r.get('dec_exp'), 1)} | {_fmt(r.get('div'))} | "
+            L.append(f"| {name} | {_dec_cell(r, 'dec_id')} | {_dec_cell(r, 'dec_exp')} | {_fmt(r.get('div'))} | "
                      f"{_fmt(r.get('div_id'))} | {_fmt(r.get('div_exp'))} | {_fmt(r.get('sp'))} | "
                      f"{_fmt(r.get('coef_dec_id'), 3)} | {_fmt(r.get('coef_dec_exp'), 3)} |")
         for note in t1.get("notes", []):
