@@ -31,3 +31,19 @@ def ict_mesh(ict_path):
     """The ICT generic neutral: (vertices (9409, 3) float64 cm, faces (18460, 3) int64)."""
     with np.load(ict_path) as z:
         return z["neutral"].astype(np.float64), z["faces"].astype(np.int64)
+
+
+@pytest.fixture(scope="session")
+def model_path(tmp_path_factory) -> Path:
+    """The session's small face-like test model file (tests/model_builders.py)."""
+    from model_builders import fit_model_file
+
+    return fit_model_file(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def other_model_path(tmp_path_factory) -> Path:
+    """A second test model, another seed (a different model_id)."""
+    from model_builders import fit_model_file
+
+    return fit_model_file(tmp_path_factory, "other_model.safetensors", seed=5)

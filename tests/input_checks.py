@@ -1,4 +1,4 @@
-"""Checks on bad-input handling shared by the I/O tests."""
+"""Checks on bad-input handling shared by the I/O and CLI tests, and the CLI runner they use."""
 
 from __future__ import annotations
 
@@ -38,3 +38,12 @@ def assert_corruptions_raise_only_input_error(data: bytes, bad: Path, read: Call
             read(bad)
         except InputError as e:
             assert "\n" not in str(e) and str(e).startswith(str(bad))
+
+
+def run_cli(argv, capsys) -> tuple[int, str, str]:
+    """Run ``fitface ARGV`` in-process: (exit code, stdout, stderr)."""
+    from fitface.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from model_builders import fit_model_file, random_similarity, synthetic_capture
+from model_builders import random_similarity, synthetic_capture
 
 import fitface
 from fitface.errors import InputError
@@ -23,16 +22,6 @@ from fitface.errors import InputError
 #: 400 Adam steps reach ~0.03 mm on this model; 0.3 mm leaves a 10x margin and still fails
 #: for any wrong frame, unit or landmark order (those give errors of several mm).
 EXACT_FIT_RMS_MM = 0.3
-
-
-@pytest.fixture(scope="session")
-def model_path(tmp_path_factory) -> Path:
-    return fit_model_file(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def other_model_path(tmp_path_factory) -> Path:
-    return fit_model_file(tmp_path_factory, "other_model.safetensors", seed=5)
 
 
 # ---------------------------------------------------------------------------- fit

@@ -8,22 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from model_builders import fit_model_file, synthetic_capture
+from input_checks import run_cli
+from model_builders import synthetic_capture
 
 from fitface.captures import discover_captures, natural_key, parse_shard
-from fitface.cli import main
 from fitface.errors import InputError
-
-
-@pytest.fixture(scope="session")
-def model_path(tmp_path_factory) -> Path:
-    return fit_model_file(tmp_path_factory)
-
-
-def run(argv, capsys):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _write_capture(model_path, folder: Path, name: str, seed: int, suffix=".txt", scan=False):
@@ -53,7 +42,7 @@ def mixed_folder(model_path, tmp_path):
 
 def test_batch_mixed_folder_reports_failures_and_completes(model_path, mixed_folder, tmp_path, capsys):
     out = tmp_path / "out"
-    code, stdout, err = run(["batch", mixed_folder, "-o", out, "-m", model_path, "--steps", "60", "--json"], capsys)
+    code, stdout, err = run_cli(["batch", mixed_folder, "-o", out, "-m", model_path, "--steps", "60", "--json"], capsys)
     assert code == 0, err
     summary = json.loads(stdout)
     assert summary["fitted"] == 2 and summary["failed"] == 4 and summary["ignored_files"] == 1
@@ -78,7 +67,7 @@ def test_batch_all_failed_exit_2(model_path, tmp_path, capsys):
     d = tmp_path / "bad"
     d.mkdir()
     (d / "x.txt").write_text("nonsense\n")
-    code, _, err = run(["batch", d, "-o", tmp_path / "out", "-m", model_path], capsys)
+    code, _, err = run_cli(["batch", d, "-o", tmp_path / "out", "-m", model_path], capsys)
     assert code == 2
     assert err.strip().splitlines()[-1].startswith("error: no capture was fitted")
     assert (tmp_path / "out" / "failures.txt").read_text().startswith("x\t")
@@ -90,13 +79,13 @@ def test_batch_all_failed_exit_2(model_path, tmp_path, capsys):
     (["--shard", "two"], "expected K/N"),
 ])
 def test_batch_bad_shard(model_path, mixed_folder, tmp_path, capsys, argv, match):
-    code, _, err = run(["batch", mixed_folder, "-o", tmp_path / "o", "-m", model_path, *argv], capsys)
+    code, _, err = run_cli(["batch", mixed_folder, "-o", tmp_path / "o", "-m", model_path, *argv], capsys)
     assert code == 2 and match in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
 
 
 def test_batch_missing_folder(model_path, tmp_path, capsys):
-    code, _, err = run(["batch", tmp_path / "nope", "-o", tmp_path / "o", "-m", model_path], capsys)
+    code, _, err = run_cli(["batch", tmp_path / "nope", "-o", tmp_path / "o", "-m", model_path], capsys)
     assert code == 2 and "no such folder" in err
 
 
@@ -108,8 +97,8 @@ def test_shards_partition_the_folder(model_path, tmp_path, capsys):
     out = tmp_path / "out"
     seen = []
     for k in (1, 2, 3):
-        code, _, err = run(["batch", d, "-o", out, "-m", model_path, "--steps", "5", "--shard", f"{k}/3",
-                            "--no-meshes"], capsys)
+        code, _, err = run_cli(["batch", d, "-o", out, "-m", model_path, "--steps", "5", "--shard", f"{k}/3",
+                                "--no-meshes"], capsys)
         assert code == 0, err
         doc = json.loads((out / f"summary-{k}-of-3.json").read_text())
         seen.append([c["name"] for c in doc["captures"]])
@@ -133,14 +122,14 @@ def test_sequence_shares_identity(model_path, tmp_path, capsys):
     for i in range(4):
         save_landmarks(d / f"frame{i * 5}.txt", Similarity.identity().apply(pts[i])[0])  # frame0, frame5, frame10..
     out = tmp_path / "out"
-    code, _, err = run(["batch", d, "-o", out, "-m", model_path, "--sequence", "--steps", "100",
-                        "--smoothness", "0.1"], capsys)
+    code, _, err = run_cli(["batch", d, "-o", out, "-m", model_path, "--sequence", "--steps", "100",
+                            "--smoothness", "0.1"], capsys)
     assert code == 0, err
     codes = [json.loads((out / f"frame{i * 5}" / "codes.json").read_text()) for i in range(4)]
     assert all(c["codes"]["identity"] == codes[0]["codes"]["identity"] for c in codes)
     assert codes[0]["codes"]["expression"] != codes[1]["codes"]["expression"]
     assert all(c["landmark_rms"] < 1.0 for c in codes)
-    code, _, err = run(["batch", d, "-o", out, "-m", model_path, "--sequence", "--shard", "1/2"], capsys)
+    code, _, err = run_cli(["batch", d, "-o", out, "-m", model_path, "--sequence", "--shard", "1/2"], capsys)
     assert code == 2 and "--shard" in err
 
 

@@ -10,21 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from model_builders import fit_model_file, synthetic_capture
+from input_checks import run_cli
+from model_builders import synthetic_capture
 from test_api_fit import EXACT_FIT_RMS_MM
 
 from fitface.api import DEFAULT_LAMBDA
 from fitface.cli import main
-
-
-@pytest.fixture(scope="session")
-def model_path(tmp_path_factory) -> Path:
-    return fit_model_file(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def other_model_path(tmp_path_factory) -> Path:
-    return fit_model_file(tmp_path_factory, "other_model.safetensors", seed=5)
 
 
 @pytest.fixture()
@@ -39,16 +30,10 @@ def capture(model_path, tmp_path):
     return tmp_path / "face.csv", tmp_path / "face.obj"
 
 
-def run(argv, capsys):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_fit_writes_mesh_codes_preview_and_json(model_path, capture, tmp_path, capsys):
     lm, scan = capture
     out = tmp_path / "out"
-    code, stdout, err = run(["fit", scan, "--landmarks", lm, "-o", out, "--model", model_path, "--json"], capsys)
+    code, stdout, err = run_cli(["fit", scan, "--landmarks", lm, "-o", out, "--model", model_path, "--json"], capsys)
     assert code == 0, err
     summary = json.loads(stdout)  # stdout holds the JSON only
     assert sorted(p.name for p in out.iterdir()) == ["codes.json", "fit.obj", "preview.png"]  # scan's format
@@ -61,9 +46,9 @@ def test_fit_writes_mesh_codes_preview_and_json(model_path, capture, tmp_path, c
 def test_fit_landmarks_only_with_options(model_path, capture, tmp_path, capsys):
     lm, _ = capture
     out = tmp_path / "o"
-    code, stdout, err = run(["fit", "-l", lm, "-o", out, "-m", model_path, "--lambda", "10", "--steps", "30",
-                             "--restarts", "2", "--seed", "4", "--format", "off", "--no-preview",
-                             "--landmark-set", "ibug68"], capsys)
+    code, stdout, err = run_cli(["fit", "-l", lm, "-o", out, "-m", model_path, "--lambda", "10", "--steps", "30",
+                                 "--restarts", "2", "--seed", "4", "--format", "off", "--no-preview",
+                                 "--landmark-set", "ibug68"], capsys)
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["codes.json", "fit.off"]
     doc = json.loads((out / "codes.json").read_text())
@@ -73,9 +58,9 @@ def test_fit_landmarks_only_with_options(model_path, capture, tmp_path, capsys):
 
 def test_fit_freeze_identity_cli(model_path, capture, tmp_path, capsys):
     lm, _ = capture
-    assert run(["fit", "-l", lm, "-o", tmp_path / "a", "-m", model_path, "--steps", "20"], capsys)[0] == 0
-    code, _, err = run(["fit", "-l", lm, "-o", tmp_path / "b", "-m", model_path, "--steps", "20",
-                        "--freeze", f"identity={tmp_path / 'a' / 'codes.json'}"], capsys)
+    assert run_cli(["fit", "-l", lm, "-o", tmp_path / "a", "-m", model_path, "--steps", "20"], capsys)[0] == 0
+    code, _, err = run_cli(["fit", "-l", lm, "-o", tmp_path / "b", "-m", model_path, "--steps", "20",
+                            "--freeze", f"identity={tmp_path / 'a' / 'codes.json'}"], capsys)
     assert code == 0, err
     a = json.loads((tmp_path / "a" / "codes.json").read_text())
     b = json.loads((tmp_path / "b" / "codes.json").read_text())
@@ -97,8 +82,8 @@ def test_refine_surface_ignores_outliers_of_a_partial_scan(model_path, tmp_path,
     save_mesh(tmp_path / "scan.ply", cloud, tri)
     save_landmarks(tmp_path / "scan.txt", lm + rng.normal(0, 0.5, lm.shape))
     out = tmp_path / "o"
-    code, stdout, err = run(["fit", tmp_path / "scan.ply", "-l", tmp_path / "scan.txt", "-o", out, "-m", model_path,
-                             "--refine-surface", "--json", "--no-preview"], capsys)
+    code, stdout, err = run_cli(["fit", tmp_path / "scan.ply", "-l", tmp_path / "scan.txt", "-o", out, "-m", model_path,
+                                 "--refine-surface", "--json", "--no-preview"], capsys)
     assert code == 0, err
     doc = json.loads(stdout)
     surf = doc["surface"]
@@ -177,7 +162,7 @@ def test_bad_input_exit_2_one_line_nothing_written(kind, model_path, other_model
     argv, match = _bad_case(kind, model_path, other_model_path, capture, tmp_path)
     capsys.readouterr()
     out = tmp_path / "result"
-    code, stdout, err = run([*argv, "-o", out], capsys)
+    code, stdout, err = run_cli([*argv, "-o", out], capsys)
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err

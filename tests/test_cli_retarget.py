@@ -3,29 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-from model_builders import fit_model_file, synthetic_capture
-
-from fitface.cli import main
-
-
-@pytest.fixture(scope="session")
-def model_path(tmp_path_factory) -> Path:
-    return fit_model_file(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def other_model_path(tmp_path_factory) -> Path:
-    return fit_model_file(tmp_path_factory, "other_model.safetensors", seed=5)
-
-
-def run(argv, capsys):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+from input_checks import run_cli
+from model_builders import synthetic_capture
 
 
 @pytest.fixture()
@@ -36,8 +18,8 @@ def fitted(model_path, tmp_path, capsys):
     for name, seed, scale, unit in (("A", 1, 1.0, "mm"), ("B", 2, 0.001, "m")):
         _, _, lm, _, _ = synthetic_capture(model_path, seed=seed, scale=scale)
         save_landmarks(tmp_path / f"{name}.json", lm, unit=unit)
-        code, _, err = run(["fit", "-l", tmp_path / f"{name}.json", "-o", tmp_path / name, "-m", model_path,
-                            "--steps", "60", "--no-preview"], capsys)
+        code, _, err = run_cli(["fit", "-l", tmp_path / f"{name}.json", "-o", tmp_path / name, "-m", model_path,
+                                "--steps", "60", "--no-preview"], capsys)
         assert code == 0, err
     return tmp_path / "A" / "codes.json", tmp_path / "B" / "codes.json"
 
@@ -47,8 +29,8 @@ def test_retarget_replace_in_identity_frame(model_path, fitted, tmp_path, capsys
 
     a, b = fitted
     out = tmp_path / "r.ply"
-    code, stdout, err = run(["retarget", "--expression", a, "--identity", b, "-o", out, "-m", model_path,
-                             "--json"], capsys)
+    code, stdout, err = run_cli(["retarget", "--expression", a, "--identity", b, "-o", out, "-m", model_path,
+                                 "--json"], capsys)
     assert code == 0, err
     doc = json.loads(stdout)
     ca, cb = json.loads(a.read_text()), json.loads(b.read_text())
@@ -67,8 +49,8 @@ def test_retarget_add_model_frame(model_path, fitted, tmp_path, capsys):
     from fitface.io.mesh import load_mesh
 
     a, b = fitted
-    code, _, err = run(["retarget", "-e", a, "-i", b, "-o", tmp_path / "r.obj", "-m", model_path, "--mode", "add",
-                        "--model-frame"], capsys)
+    code, _, err = run_cli(["retarget", "-e", a, "-i", b, "-o", tmp_path / "r.obj", "-m", model_path, "--mode", "add",
+                            "--model-frame"], capsys)
     assert code == 0, err
     ca, cb = json.loads(a.read_text()), json.loads(b.read_text())
     z = np.concatenate([cb["codes"]["identity"],
@@ -79,8 +61,8 @@ def test_retarget_add_model_frame(model_path, fitted, tmp_path, capsys):
 
 def test_retarget_refuses_codes_from_another_model(model_path, other_model_path, fitted, tmp_path, capsys):
     a, _ = fitted
-    code, _, _ = run(["fit", "-l", tmp_path / "A.json", "-o", tmp_path / "X", "-m", other_model_path, "--steps", "3",
-                      "--no-preview"], capsys)
+    code, _, _ = run_cli(["fit", "-l", tmp_path / "A.json", "-o", tmp_path / "X", "-m", other_model_path,
+                          "--steps", "3", "--no-preview"], capsys)
     assert code == 0
     x = tmp_path / "X" / "codes.json"
     for argv, match in (
@@ -89,17 +71,17 @@ def test_retarget_refuses_codes_from_another_model(model_path, other_model_path,
         (["-e", a, "-i", tmp_path / "missing.json", "-m", model_path], "does not exist"),
     ):
         out = tmp_path / "r.ply"
-        code, _, err = run(["retarget", *argv, "-o", out], capsys)
+        code, _, err = run_cli(["retarget", *argv, "-o", out], capsys)
         assert code == 2 and match in err and len(err.strip().splitlines()) == 1, err
         assert not out.exists() and not (tmp_path / "r.codes.json").exists()
-    code, _, err = run(["retarget", "-e", a, "-i", a, "-m", model_path, "--mode", "swap", "-o", tmp_path / "r.ply"],
-                       capsys)
+    code, _, err = run_cli(["retarget", "-e", a, "-i", a, "-m", model_path, "--mode", "swap", "-o", tmp_path / "r.ply"],
+                           capsys)
     assert code == 2 and "'swap' is not one of" in err  # a click usage error
 
 
 def test_retarget_bad_codes_file(model_path, fitted, tmp_path, capsys):
     a, _ = fitted
     (tmp_path / "broken.json").write_text('{"model_id": "x", "codes": {"identity": [1, "a"]}}')
-    code, _, err = run(["retarget", "-e", a, "-i", tmp_path / "broken.json", "-o", tmp_path / "r.ply",
-                        "-m", model_path], capsys)
+    code, _, err = run_cli(["retarget", "-e", a, "-i", tmp_path / "broken.json", "-o", tmp_path / "r.ply",
+                            "-m", model_path], capsys)
     assert code == 2 and "non-numeric" in err
