@@ -15,6 +15,7 @@ in parentheses) and the retargeting table, with each evaluation's wall time.
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 from pathlib import Path
 
@@ -27,6 +28,12 @@ def _f(x, nd=2) -> str:
     return "–" if x is None else f"{x:.{nd}f}"
 
 
+def fail(message: str) -> None:
+    """Bad input: one line on stderr, exit code 2 (as the fitface CLI)."""
+    print(message, file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("reports", nargs="+", type=Path, help="report folders of `fitface evaluate`")
@@ -36,21 +43,24 @@ def main() -> None:
     for r in args.reports:
         p = r / "report.json"
         if not p.is_file():
-            raise SystemExit(f"{p}: no such file")
-        docs.append(json.loads(p.read_text()))
+            fail(f"{p}: no such file")
+        try:
+            docs.append(json.loads(p.read_text()))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            fail(f"{p}: not a readable report ({type(exc).__name__}: {exc})")
     labels = args.labels.split(",") if args.labels else [r.name for r in args.reports]
     if len(labels) != len(docs):
-        raise SystemExit(f"--labels: {len(labels)} labels for {len(docs)} reports")
+        fail(f"--labels: {len(labels)} labels for {len(docs)} reports")
     for r, d in zip(args.reports, docs):
         if len(d.get("models", [])) != 1:
-            raise SystemExit(f"{r}: a report of {len(d.get('models', []))} models; give one report per model")
+            fail(f"{r}: a report of {len(d.get('models', []))} models; give one report per model")
     ref = docs[0]
     for r, d in zip(args.reports, docs):
         if d["dataset"]["fingerprint"] != ref["dataset"]["fingerprint"]:
-            raise SystemExit(f"{r}: evaluated on another dataset than {args.reports[0]}")
+            fail(f"{r}: evaluated on another dataset than {args.reports[0]}")
         diff = [k for k in SAME if d["options"].get(k) != ref["options"].get(k)]
         if diff:
-            raise SystemExit(f"{r}: options differ from {args.reports[0]}: {', '.join(diff)}")
+            fail(f"{r}: options differ from {args.reports[0]}: {', '.join(diff)}")
 
     o = ref["options"]
     print(f"Dataset `{ref['dataset']['path']}` (fingerprint {ref['dataset']['fingerprint']}, "

@@ -13,16 +13,15 @@ matplotlib is needed (mediapipe installs it); the package itself does not use it
 from __future__ import annotations
 
 import argparse
-import csv
-import os
-import tempfile
+import sys
 from pathlib import Path
 
 
-def read_csv(path: Path) -> dict[str, list[float]]:
-    """Columns of a CSV as float lists (non-numeric cells are skipped column-wise)."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+def columns(path: Path) -> dict[str, list[float]]:
+    """Numeric columns of a training CSV log (empty cells -> NaN; text columns left out)."""
+    from fitface.train.logs import read_csv
+
+    rows = read_csv(path)
     cols: dict[str, list[float]] = {}
     for key in rows[0] if rows else []:
         try:  # empty cells (a term a recipe does not have) are NaN
@@ -30,6 +29,12 @@ def read_csv(path: Path) -> dict[str, list[float]]:
         except ValueError:
             continue  # a text column (phase)
     return cols
+
+
+def fail(message: str) -> None:
+    """Bad input: one line on stderr, exit code 2 (as the fitface CLI)."""
+    print(message, file=sys.stderr)
+    raise SystemExit(2)
 
 
 def main() -> None:
@@ -45,10 +50,10 @@ def main() -> None:
     args = ap.parse_args()
     for name in ("losses.csv", "metrics.csv"):
         if not (args.run / name).is_file():
-            raise SystemExit(f"{args.run / name}: no such file (is {args.run} a fitface training run?)")
-    loss, met = read_csv(args.run / "losses.csv"), read_csv(args.run / "metrics.csv")
+            fail(f"{args.run / name}: no such file (is {args.run} a fitface training run?)")
+    loss, met = columns(args.run / "losses.csv"), columns(args.run / "metrics.csv")
     if not loss.get("step") or not met.get("step"):
-        raise SystemExit(f"{args.run}: losses.csv or metrics.csv has no rows yet")
+        fail(f"{args.run}: losses.csv or metrics.csv has no rows yet")
 
     fig, ax = plt.subplots(2, 2, figsize=(11, 7), constrained_layout=True)
     s = loss["step"]
@@ -79,15 +84,10 @@ def main() -> None:
         a.grid(alpha=0.3)
         a.legend(fontsize=8)
     fig.suptitle(args.title or args.run.name)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=args.out.parent)
-    os.close(fd)
-    try:
+    from fitface.io.atomic import atomic_path
+
+    with atomic_path(args.out) as tmp:
         fig.savefig(tmp, dpi=80)
-        os.replace(tmp, args.out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     print(f"wrote {args.out}")
 
 

@@ -282,6 +282,14 @@ def heatmap_figure(sparse, template, faces) -> tuple[np.ndarray, float]:
     return tile_images(tiles, labels, ncols=len(sparse.lambdas)), scale
 
 
+def _add_error_tiles(tiles: list, labels: list, row, faces, cam, scale: float) -> None:
+    """Append one tile per (model, vertices, per-vertex error mm) of ``row``, coloured by the
+    error on the shared ``scale`` and labelled with the RMS error."""
+    for m, v, d in row:
+        tiles.append(render_tile(v, faces, cam, error_colors(d, scale)))
+        labels.append(f"{m}: {np.sqrt(np.mean(d ** 2)):.2f}mm")
+
+
 def fit_examples_figure(sparse, captures, lam: float) -> tuple[np.ndarray, float] | None:
     """Rows: test captures; columns: ground truth, then each model's fit at ``lam`` coloured by
     its per-vertex surface distance to the ground truth."""
@@ -312,9 +320,7 @@ def fit_examples_figure(sparse, captures, lam: float) -> tuple[np.ndarray, float
     for i, row in cells:
         tiles.append(render_tile(captures.vertices[i], captures.faces, cam))
         labels.append(f"GT {names[i]}")
-        for m, v, d in row:
-            tiles.append(render_tile(v, captures.faces, cam, error_colors(d, scale)))
-            labels.append(f"{m}: {np.sqrt(np.mean(d ** 2)):.2f}mm")
+        _add_error_tiles(tiles, labels, row, captures.faces, cam, scale)
     return tile_images(tiles, labels, ncols=1 + len(sparse.errors)), scale
 
 
@@ -342,9 +348,7 @@ def retarget_figure(result, captures) -> tuple[np.ndarray, float] | None:
         for k, lab in ((a, "A"), (b, "B"), (g, "GT")):
             tiles.append(render_tile(captures.vertices[k], captures.faces, cam))
             labels.append(f"{lab} {names[k]}")
-        for m, v, d in row:
-            tiles.append(render_tile(v, captures.faces, cam, error_colors(d, scale)))
-            labels.append(f"{m}: {np.sqrt(np.mean(d ** 2)):.2f}mm")
+        _add_error_tiles(tiles, labels, row, captures.faces, cam, scale)
     return tile_images(tiles, labels, ncols=3 + len(result.errors)), scale
 
 
