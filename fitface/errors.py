@@ -34,6 +34,11 @@ class InputError(FitfaceError, ValueError):
         super().__init__(message if path is None else f"{self.path}: {message}")
 
 
+class FitfaceWarning(UserWarning):
+    """Something the user should know that does not stop the work (e.g. a capture whose unit
+    could not be inferred). The CLI prints it as one line ``warning: <message>`` on stderr."""
+
+
 class NoFaceError(InputError):
     """An image in which no face was detected (exit code 3, distinct from bad input)."""
 

@@ -4,10 +4,11 @@ Files in a fit's output folder (``fitface fit -o OUT`` and ``OUT/<capture>/`` of
 
     fit.<ext>      the fitted mesh in the capture's frame and unit (``ext`` = the scan's format,
                    ``.ply`` without a scan, or ``--format``)
-    codes.json     :mod:`fitface.io.codes` layout; the keys after ``transform`` are
-                   lambda, landmark_set, landmark_rms, landmark_residuals (L x 3, fitted - target),
-                   landmark_distances (L), loss, steps, restarts, seed, unit_source, capture,
-                   and surface (distances to the scan) when refined
+    codes.json     :mod:`fitface.io.codes` layout (model_id, model, unit, codes, transform); the
+                   keys after ``transform`` are lambda, landmark_set, landmark_rms,
+                   landmark_residuals (L x 3, fitted - target), landmark_distances (L), loss,
+                   steps, restarts, seed, unit_source, unit_inference (when inferred), capture,
+                   and surface (distances to the scan) when refined (docs/formats.md)
     preview.png    shaded fit, targets and residuals coloured (:func:`fitface.preview.fit_preview`)
 
 A batch adds, in its output folder: ``summary.csv`` (one row per capture, failures included),

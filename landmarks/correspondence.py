@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -178,8 +177,9 @@ def add_mediapipe_set(model_path: str | os.PathLike, out: str | os.PathLike | No
 
     from fitface.errors import NoFaceError
     from fitface.models.model_file import add_landmark_set, read_metadata
+    from fitface.models.registry import editable_source
 
-    src = Path(model_path)
+    src = editable_source(model_path, out)  # a name or path; a built-in model needs ``out``
     doc = read_metadata(src)
     if SET_NAME in doc["landmark_sets"] and not replace:
         raise InputError(f"the model already has a landmark set {SET_NAME!r} (pass --replace to recompute it)", src)

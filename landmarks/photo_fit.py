@@ -229,11 +229,12 @@ def _model_and_indices(model):
     """(decoder, mediapipe indices (L,)) of a model path / None / decoder."""
     from fitface.api import load_fit_model
     from fitface.landmarks.correspondence import INDICES_KEY, SET_NAME, mediapipe_indices
-    from fitface.models.model_file import DEFAULT_MODEL_PATH, read_metadata
+    from fitface.models.model_file import read_metadata
+    from fitface.models.registry import resolve_model_path
 
     dec = load_fit_model(model)
     if isinstance(model, (str, os.PathLike)) or model is None:
-        path = Path(DEFAULT_MODEL_PATH if model is None else model)
+        path = resolve_model_path(model)  # a built-in name, a file, or None (the default)
         idx = mediapipe_indices(read_metadata(path), path)
     else:
         idx = getattr(dec, INDICES_KEY, None)
@@ -390,7 +391,9 @@ def fit_photo_folder(
                 progress(i + 1, len(files))
     batch = BatchResult(results, failures, {}, time.perf_counter() - t0)
     if out_dir is not None:
-        batch.files = write_summary(Path(out_dir), batch, dec.model_id)
+        from fitface.api.inputs import model_reference
+
+        batch.files = write_summary(Path(out_dir), batch, dec.model_id, model=model_reference(dec))
     return batch
 
 

@@ -6,5 +6,7 @@
 * :mod:`.discriminator`: the critic with one classifier branch per factor (Fig. 12b).
 * :mod:`.face_model`: template + generator + mapping layer + landmark sets as one module.
 * :mod:`.model_file`: one safetensors file with JSON metadata; loading never unpickles.
-* ``default.safetensors``: the built-in model (see train/recipes/default_model.toml).
+* :mod:`.registry`: the built-in models by name (``procedural``, ``ict``, ``ict-linear``) and
+  the default (``DEFAULT_MODEL``); ``default.safetensors`` is ``procedural`` (see
+  train/recipes/default_model.toml), ``ict-linear.safetensors`` the ICT linear 3DMM.
 """

@@ -49,6 +49,8 @@ from typing import TYPE_CHECKING, Any
 
 from fitface.errors import InputError
 
+from . import registry as _registry
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -67,8 +69,10 @@ GENERATOR_KINDS = ("mlp", "linear")
 MAX_HEADER_BYTES = 100_000_000
 #: Number of hex digits of a model id.
 MODEL_ID_HEX = 16
-#: The built-in model, used when no path is given (shipped as package data when available).
-DEFAULT_MODEL_PATH = Path(__file__).with_name("default.safetensors")
+#: The file of the default built-in model (:data:`fitface.models.registry.DEFAULT_MODEL`), for
+#: reference only: every loader resolves ``None`` and built-in names through
+#: :func:`fitface.models.registry.resolve_model` at call time.
+DEFAULT_MODEL_PATH = _registry.BUILTIN_MODELS[_registry.DEFAULT_MODEL].path
 
 _FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
 _INT_DTYPES = {"I8", "I16", "I32", "I64", "U8", "U16", "U32", "U64"}
@@ -341,16 +345,10 @@ def _validate_document(doc: dict[str, Any], path: Path) -> None:
 
 
 def _resolve(path: str | os.PathLike | None) -> Path:
-    if path is None:
-        if not DEFAULT_MODEL_PATH.is_file():
-            raise InputError("no built-in model is installed; pass a model file (--model FILE)", DEFAULT_MODEL_PATH)
-        return DEFAULT_MODEL_PATH
-    p = Path(path)
-    if not p.exists():
-        raise InputError("no such model file", p)
-    if p.is_dir():
-        raise InputError("is a directory, not a model file", p)
-    return p
+    """A model argument (``None`` = the default, a built-in name, or a path) as an existing file."""
+    from .registry import resolve_model_path
+
+    return resolve_model_path(path)
 
 
 def read_metadata(path: str | os.PathLike | None) -> dict[str, Any]:
@@ -497,7 +495,8 @@ def load_model(
     """Load a :class:`FaceModel` from a model file (never unpickles; validates everything).
 
     Args:
-        path: the model file; ``None`` = the built-in model (:data:`DEFAULT_MODEL_PATH`).
+        path: the model file, a built-in model name (``"procedural"``, ``"ict"``, ``"ict-linear"``:
+            :mod:`fitface.models.registry`), or ``None`` for the default built-in model.
         device: where to put the model.
         dtype: float dtype of the model (default float32, also for files stored in half).
 
@@ -582,8 +581,8 @@ def add_landmark_set(path: str | os.PathLike, landmark_set, out: str | os.PathLi
 
     The set is stored like the built-in ones (``landmarks.<name>.face_index`` / ``.bary``
     tensors and its name in the document's ``landmark_sets``); every other tensor and field is
-    kept. Written atomically to ``out`` (default: in place); the new header is validated before
-    it replaces anything. The file's hash, hence its ``model_id``, changes. ``metadata`` keys
+    kept. Written atomically to ``out`` (default: in place; a built-in model needs ``out``); the
+    new header is validated before it replaces anything. The file's hash, hence its ``model_id``, changes. ``metadata`` keys
     are merged into the document's ``metadata`` (e.g. how the set was made).
 
     Returns:
@@ -601,7 +600,7 @@ def add_landmark_set(path: str | os.PathLike, landmark_set, out: str | os.PathLi
 
     from fitface.io.atomic import atomic_path
 
-    src = Path(path)
+    src = _registry.editable_source(path, out)
     doc = read_metadata(src)
     name = landmark_set.name
     if not re.fullmatch(r"[A-Za-z0-9_\-]+", str(name) or ""):

@@ -47,3 +47,15 @@ def other_model_path(tmp_path_factory) -> Path:
     from model_builders import fit_model_file
 
     return fit_model_file(tmp_path_factory, "other_model.safetensors", seed=5)
+
+
+@pytest.fixture
+def no_builtin_models(tmp_path, monkeypatch) -> Path:
+    """An installation without any built-in model file (e.g. a stripped wheel): the registry's
+    folder points to an empty temporary folder. Returns that folder."""
+    from fitface.models import registry
+
+    empty = tmp_path / "no_models"
+    empty.mkdir()
+    monkeypatch.setattr(registry, "MODELS_DIR", empty)
+    return empty

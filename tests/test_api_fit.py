@@ -61,15 +61,16 @@ def test_fit_recovers_exact_landmarks_in_capture_frame_and_unit(model_path, tmp_
     assert res.files["preview"].stat().st_size > 1000
 
 
-def test_fit_assumes_model_unit_when_unknown_and_scale_absorbs_it(model_path, tmp_path):
+def test_fit_infers_the_unit_when_unknown(model_path, tmp_path):
     from fitface.io.landmarks import save_landmarks
 
     _, _, lm, _, _ = synthetic_capture(model_path, seed=2, scale=0.1)  # really cm, file states nothing
     save_landmarks(tmp_path / "cap.npy", lm)
     res = fitface.fit(tmp_path / "cap.npy", model=model_path)
-    assert res.unit == "mm" and res.codes.extra["unit_source"] == "assumed"
-    assert res.codes.transform["scale"] == pytest.approx(0.1, rel=0.05)
-    assert res.landmark_rms * 10.0 < EXACT_FIT_RMS_MM  # residuals in the capture's numbers (cm)
+    assert res.unit == "cm" and res.codes.extra["unit_source"] == "inferred"
+    assert res.codes.extra["unit_inference"]["size_scale"] == pytest.approx(0.1, rel=0.3)
+    assert res.codes.transform["scale"] == pytest.approx(0.1, rel=0.05)  # model mm -> capture cm
+    assert res.landmark_rms * 10.0 < EXACT_FIT_RMS_MM  # residuals in cm
     assert res.files == {}
 
 
@@ -129,12 +130,10 @@ def test_restarts_keep_the_best(model_path):
     assert objective(many) <= objective(one) * (1 + 1e-6)
 
 
-def test_no_default_model_is_a_one_line_error(monkeypatch, tmp_path):
-    import fitface.models.model_file as mf
-
-    monkeypatch.setattr(mf, "DEFAULT_MODEL_PATH", tmp_path / "absent.safetensors")
-    with pytest.raises(InputError, match="no built-in model"):
+def test_no_default_model_is_a_one_line_error(no_builtin_models):
+    with pytest.raises(InputError, match="is not installed") as exc:
         fitface.fit(np.zeros((68, 3)))
+    assert "\n" not in str(exc.value) and "(the default)" in str(exc.value)
 
 
 def test_fit_does_not_import_torch_and_preview_is_fast(model_path, tmp_path):

@@ -171,15 +171,12 @@ def test_bad_input_exit_2_one_line_nothing_written(kind, model_path, other_model
     assert not out.exists()
 
 
-def test_no_default_model_one_line(capture, tmp_path, monkeypatch, capsys):
+def test_no_default_model_one_line(capture, tmp_path, no_builtin_models, capsys):
     """An installation without the built-in model file (e.g. a stripped wheel) says so in one line."""
-    from fitface.models import model_file
-
-    monkeypatch.setattr(model_file, "DEFAULT_MODEL_PATH", tmp_path / "missing.safetensors")
     lm, _ = capture
     assert main(["fit", "-l", str(lm), "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "no built-in model" in err
+    assert err.count("\n") == 1 and "is not installed" in err and "(the default)" in err
     assert not (tmp_path / "o").exists()
 
 

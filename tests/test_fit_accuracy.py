@@ -57,7 +57,7 @@ def test_held_out_procedural_faces_with_the_built_in_model():
     from fitface.api import load_fit_model
     from fitface.data.procedural import NUM_IDENTITY_PARAMS, apply_actions, neutral_faces, recipe_matrix
 
-    dec = load_fit_model(None)
+    dec = load_fit_model("procedural")  # procedural faces need the procedural model, whatever the default
     medians = {}
     for lam in (WEAK_LAMBDA, 1.0):  # the same captures (same stream) at both weights
         rng = np.random.default_rng([0, 424242])  # a stream `fitface data synthetic` never uses

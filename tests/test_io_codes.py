@@ -164,7 +164,8 @@ def test_missing_empty_and_binary(tmp_path):
     [
         ({"landmark_rms": float("nan")}, "landmark_rms: NaN"),
         ({"landmark_residuals": np.array([1.0, np.inf])}, r"landmark_residuals\[1\]: inf"),
-        ({"model": object()}, "model: cannot write"),
+        ({"note": object()}, "note: cannot write"),
+        ({"model": "ict"}, "reserved"),  # a Codes field since codes.json records the model
         ({"unit": "mm"}, "reserved"),
     ],
 )

@@ -192,9 +192,7 @@ TRAINED_RMSE_MM = 3.0
 
 @pytest.fixture(scope="module")
 def trained_decoder():
-    from fitface.models.model_file import DEFAULT_MODEL_PATH
-
-    return load_decoder(os.environ.get(TRAINED_MODEL_ENV) or DEFAULT_MODEL_PATH)
+    return load_decoder(os.environ.get(TRAINED_MODEL_ENV) or "procedural")
 
 
 def test_accuracy_on_trained_model_samples(trained_decoder):

@@ -278,19 +278,25 @@ def test_missing_file_and_directory(tmp_path):
         read_metadata(tmp_path / "nope.safetensors")
 
 
-def test_no_default_model(tmp_path, monkeypatch):
-    from fitface.models import model_file
-
-    monkeypatch.setattr(model_file, "DEFAULT_MODEL_PATH", tmp_path / "missing.safetensors")
-    with pytest.raises(InputError, match="no built-in model"):
+def test_no_default_model(no_builtin_models):
+    with pytest.raises(InputError, match="is not installed"):
         load_model(None)
 
 
-def test_built_in_model_loads():
-    """The shipped default model: a valid file with the landmark sets fitting and photos need."""
-    m = load_model(None)
-    assert {"ibug68", "mediapipe"} <= set(m.landmark_sets) and m.unit == "mm"
-    assert DEFAULT_MODEL_PATH.stat().st_size < 16 * 2**20
+def test_built_in_models_load():
+    """Every shipped model (the default among them): a valid float16 file without a discriminator,
+    with the landmark sets fitting and photos need; all of them together within the package's budget."""
+    from fitface.models.registry import BUILTIN_MODELS, DEFAULT_MODEL, installed_names
+
+    assert DEFAULT_MODEL in installed_names() and "procedural" in installed_names()
+    assert DEFAULT_MODEL_PATH == BUILTIN_MODELS[DEFAULT_MODEL].path
+    for name in installed_names():
+        m = load_model(name)
+        doc = read_metadata(name)
+        assert {"ibug68", "mediapipe"} <= set(m.landmark_sets) and m.unit == "mm", name
+        assert doc["storage_dtype"] == "float16" and doc["discriminator"] is None, name
+    total = sum(BUILTIN_MODELS[n].path.stat().st_size for n in installed_names())
+    assert total < 48 * 2**20
 
 
 @pytest.mark.parametrize("content", [b"", b"abc", b"hello, this is a text file\n" * 10,

@@ -1,5 +1,6 @@
 """A newcomer's path through the README's workflows, as Python calls of the CLI, in a temporary
-folder, with the built-in model (the README's first command, `make demo`, is tests/test_demo.py)."""
+folder, with the built-in procedural model (named: the captures are procedural faces, whatever
+the default model is; the README's first command, `make demo`, is tests/test_demo.py)."""
 
 from __future__ import annotations
 
@@ -32,13 +33,15 @@ def test_readme_workflows(tmp_path, capsys):
         save_landmarks(caps / f"cap{k}.txt", lset.points(v, ds.faces), unit="cm")
     # fit one capture (landmarks + scan), then the folder
     assert main(["fit", str(caps / "cap0.ply"), "--landmarks", str(caps / "cap0.txt"), "-o",
-                 str(tmp_path / "fits" / "cap0"), "--json"]) == 0
+                 str(tmp_path / "fits" / "cap0"), "--json", "-m", "procedural"]) == 0
     fit = json.loads(capsys.readouterr().out)
     assert fit["unit"] == "cm" and fit["landmark_rms"] < 0.5  # cm
-    assert main(["batch", str(caps), "-o", str(tmp_path / "fits" / "all"), "--no-progress"]) == 0
+    assert fit["model"] == "procedural"
+    assert main(["batch", str(caps), "-o", str(tmp_path / "fits" / "all"), "--no-progress", "--model",
+                 "procedural"]) == 0
     summary = json.loads((tmp_path / "fits" / "all" / "summary.json").read_text())
     assert summary["fitted"] == 3 and summary["failed"] == 0
-    # retarget cap1's expression onto cap0, sample, interpolate
+    # retarget cap1's expression onto cap0 (with the model the codes record), sample, interpolate
     assert main(["retarget", "--expression", str(tmp_path / "fits" / "all" / "cap1" / "codes.json"),
                  "--identity", str(tmp_path / "fits" / "cap0" / "codes.json"),
                  "-o", str(tmp_path / "retarget.ply")]) == 0

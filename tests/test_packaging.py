@@ -49,6 +49,13 @@ def test_wheel_has_no_top_level_models_or_train(tmp_path):
         assert f"fitface/{sub}/__init__.py" in names
     assert "fitface/landmarks/sets.py" in names
     assert any(n.startswith("fitface/train/recipes/") for n in names) or not (REPO / "train" / "recipes").glob("*.toml")
+    # the shipped models (every file in models/), the real-face demo captures and the NOTICE
+    for f in sorted((REPO / "models").glob("*.safetensors")):
+        assert f"fitface/models/{f.name}" in names
+    assert "fitface/models/ict-linear.safetensors" in names and "fitface/models/default.safetensors" in names
+    assert "fitface/demo_captures/ict_captures.npz" in names
+    assert any(n.endswith(".dist-info/NOTICE") or n.endswith("/licenses/NOTICE") for n in names), \
+        [n for n in names if "dist-info" in n]
 
 
 def test_import_fitface_is_cheap():

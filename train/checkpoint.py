@@ -43,6 +43,7 @@ class Checkpoint:
         opt_g, opt_d: optimiser state dicts (``torch.optim.Optimizer.load_state_dict`` form).
         codes: factor -> (n_classes, d) fixed codes.
         extras: free JSON.
+        ema: the state dict of G's exponential moving average (empty when the run has none).
     """
 
     step: int
@@ -53,6 +54,7 @@ class Checkpoint:
     opt_d: dict
     codes: dict
     extras: dict = field(default_factory=dict)
+    ema: dict = field(default_factory=dict)
 
 
 def _opt_tensors(prefix: str, opt: torch.optim.Optimizer, out: dict) -> dict:
@@ -67,12 +69,15 @@ def _opt_tensors(prefix: str, opt: torch.optim.Optimizer, out: dict) -> dict:
 
 def save_checkpoint(run_dir: str | os.PathLike, step: int, config: dict, generator: torch.nn.Module,
                     discriminator: torch.nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
-                    codes: dict[str, torch.Tensor], extras: dict | None = None) -> Path:
+                    codes: dict[str, torch.Tensor], extras: dict | None = None,
+                    ema: torch.nn.Module | None = None) -> Path:
     """Write ``RUN_DIR/checkpoint.safetensors`` atomically; returns its path."""
     from safetensors.torch import save_file
 
     tensors: dict[str, torch.Tensor] = {}
-    for prefix, mod in (("G", generator), ("D", discriminator)):
+    for prefix, mod in (("G", generator), ("D", discriminator), ("E", ema)):
+        if mod is None:
+            continue
         for k, v in mod.state_dict().items():
             tensors[f"{prefix}.{k}"] = v.detach().cpu().contiguous()
     groups_g = _opt_tensors("optG", opt_g, tensors)
@@ -132,4 +137,5 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         opt_d=_opt_state("optD", tensors, meta["opt_d"]),
         codes=pick("T"),
         extras=meta.get("extras", {}),
+        ema=pick("E"),
     )

@@ -112,6 +112,33 @@ class TrainConfig:
     #: Compute critic-step fakes through the folded matrix W' = M W2 (exact, faster on CPU).
     fold_mapping: bool = True
 
+    # ---- levers beyond the paper (issue #12; each 0 / "random" = the paper's recipe) ----
+    #: Initial generator: "random" (the paper) or "linear_3dmm": G starts as the exact additive
+    #: linear 3DMM of the training split (:func:`fitface.train.warm_start.linear_warm_start`).
+    init: str = "random"
+    #: Fixed codes T: "random" (N(0, I), the paper) or "model": each class's mean code under
+    #: the initial linear model (needs ``init = "linear_3dmm"``).
+    fixed_codes_init: str = "random"
+    #: Steps at the start of the run in which only the critic trains (G frozen).
+    critic_warmup: int = 0
+    #: Weight of the interaction penalty (:func:`fitface.train.losses.interaction_penalty`):
+    #: what an expression code does to a face must not depend on the identity code.
+    lambda_interaction: float = 0.0
+    #: Code quadruples per generator step for the interaction penalty.
+    interaction_pairs: int = 32
+    #: Vertices (random, per step) on which the interaction penalty is evaluated (0 = all).
+    interaction_vertices: int = 1024
+    #: Exponential moving average of G's weights (decay per step; 0 = off). The average is
+    #: what metrics, sample grids and the saved model use.
+    ema_decay: float = 0.0
+    #: Also keep a model file of G (the EMA when enabled) every N steps in RUN_DIR/snapshots/
+    #: (0 = none): for evaluating a run's history afterwards.
+    snapshot_every: int = 0
+    #: Proxy evaluation (:mod:`fitface.train.proxy_eval`) every N steps (0 = off).
+    proxy_every: int = 0
+    #: The ICT source (ict_face_light.npz) for the proxy's ground-truth test captures ("" = none).
+    proxy_ict_source: str = ""
+
     # ---- logging, checkpoints, metrics -----------------------------------------------
     #: Write a CSV / TensorBoard row every N steps.
     log_every: int = 10
@@ -181,6 +208,21 @@ class TrainConfig:
             bad("label_sampling", "must be 'uniform' or 'empirical'")
         if self.critic_codes not in ("phase", "random"):
             bad("critic_codes", "must be 'phase' or 'random'")
+        if self.init not in ("random", "linear_3dmm"):
+            bad("init", "must be 'random' or 'linear_3dmm'")
+        if self.fixed_codes_init not in ("random", "model"):
+            bad("fixed_codes_init", "must be 'random' or 'model'")
+        if self.fixed_codes_init == "model" and self.init != "linear_3dmm":
+            bad("fixed_codes_init", "'model' needs init = 'linear_3dmm'")
+        if not 0 <= self.ema_decay < 1:
+            bad("ema_decay", "must be in [0, 1)")
+        for name in ("critic_warmup", "interaction_vertices", "proxy_every", "snapshot_every"):
+            if getattr(self, name) < 0:
+                bad(name, "must be >= 0")
+        if not self.lambda_interaction >= 0:
+            bad("lambda_interaction", "must be >= 0")
+        if self.interaction_pairs < 1:
+            bad("interaction_pairs", "must be >= 1")
         if self.image_size < 16 or self.image_size % 16:
             bad("image_size", "must be a positive multiple of 16")
         if self.noise_dim < 0 or self.hidden < 1 or self.default_factor_dim < 1:

@@ -149,3 +149,31 @@ class CriticLoss(NamedTuple):
     gap: torch.Tensor  # mean D(real) - mean D(fake)
     gp: torch.Tensor
     cls: dict  # factor -> () weighted CE on real labeled samples
+
+
+def interaction_penalty(quads: torch.Tensor) -> torch.Tensor:
+    """Interaction penalty: what one factor's code does must not depend on the other codes.
+
+    For codes ``(a, e)`` split into a block ``e`` of one factor (e.g. expression) and the rest
+    ``a`` (identity, noise), a generator without interaction between the two satisfies
+    ``G(a, e) - G(a, e') = G(b, e) - G(b, e')`` for all ``a, b, e, e'``: the change an
+    expression code makes is the same on every identity (the additive 3DMM does this
+    exactly). The penalty is the mean squared *mixed difference*
+
+    ``L_int = mean_{i, v, c} ([G(a, e) - G(a, e')] - [G(b, e) - G(b, e')])_{i, v, c} ^ 2``
+
+    over quadruples ``i`` and (a subset of) vertices ``v`` and coordinates ``c``. It uses only
+    generated faces (no data, no generating coefficients) and is not part of the paper; it
+    constrains the whole expression space, where the paper's classifiers see seven classes.
+
+    Args:
+        quads: (n, 4, F) float outputs, rows ``[G(a, e), G(a, e'), G(b, e), G(b, e')]`` of each
+            quadruple, ``F`` = flattened (vertex, coordinate) entries, normalised units
+            (displacement / s).
+
+    Returns:
+        () float.
+    """
+    check_shape("quads", quads, (None, 4, None))
+    mixed = (quads[:, 0] - quads[:, 1]) - (quads[:, 2] - quads[:, 3])  # (n, F)
+    return mixed.square().mean()

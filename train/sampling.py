@@ -169,3 +169,21 @@ def real_batch_indices(seed: int, r: int, num_train: int, batch: int) -> np.ndar
     perm = np.random.default_rng(step_seed(seed, epoch, "data_epoch")).permutation(num_train)
     take = np.arange(pos * batch, pos * batch + batch) % num_train
     return perm[take].astype(np.int64)
+
+
+def interaction_codes(layout, factor: str, n: int, g: torch.Generator) -> torch.Tensor:
+    """Code quadruples for :func:`fitface.train.losses.interaction_penalty`.
+
+    Args:
+        layout: the latent layout. factor: the block ``e`` that is swapped.
+        n: quadruples. g: CPU generator.
+
+    Returns:
+        (4n, D) float32: rows ``4i .. 4i + 3`` are ``(a, e), (a, e'), (b, e), (b, e')`` with
+        ``a, b`` (every block but ``factor``) and ``e, e'`` (block ``factor``) ~ N(0, I).
+    """
+    sl = layout.slice(factor)
+    ab = torch.randn(n, 2, 1, layout.dim, generator=g).expand(n, 2, 2, layout.dim).clone()  # (n, 2[a|b], 2[e|e'], D)
+    e = torch.randn(n, 1, 2, sl.stop - sl.start, generator=g)  # (n, 1, 2[e|e'], d)
+    ab[..., sl] = e.expand(n, 2, 2, sl.stop - sl.start)
+    return ab.reshape(4 * n, layout.dim)

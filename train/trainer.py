@@ -45,11 +45,13 @@ from .config import TrainConfig
 from .distributed import DistContext, average_scalars, barrier, init_distributed, wrap_ddp
 if TYPE_CHECKING:
     from fitface.models.discriminator import Discriminator
-from .sampling import (LabelSampler, fixed_codes, phase_batch, phase_factor, random_batch, real_batch_indices,
-                       shared_code_batch, torch_generator)
+from .sampling import (LabelSampler, fixed_codes, interaction_codes, phase_batch, phase_factor, random_batch,
+                       real_batch_indices, shared_code_batch, torch_generator)
 
-#: Training splits up to this many bytes of displacements are held in RAM as one tensor.
-PRELOAD_BYTES = 2 << 30
+#: Training splits up to this many bytes of displacements are held in RAM as one tensor (the
+#: full ICT training split is 2.7 GB; gathering its batches from the memory map instead cost a
+#: real run about a third of its speed).
+PRELOAD_BYTES = 6 << 30
 #: Training samples used to estimate the displacement std ``s`` (evenly spaced, at most).
 SCALE_SAMPLES = 4000
 #: Name of the finished model file in the run folder.
@@ -60,7 +62,7 @@ RESUME_FIXED = ("seed", "latent_dims", "default_factor_dim", "noise_dim", "hidde
                 "batch_size", "critic_steps", "split", "classify", "label_sampling", "critic_codes", "log_every")
 
 LOSS_COLUMNS = ["step", "epoch", "phase", "d_loss", "d_gap", "d_gp", "d_cls", "g_loss", "g_gan", "g_cls",
-                "g_feat", "g_reg", "reg_share", "it_per_s", "samples_per_s", "elapsed_s"]
+                "g_feat", "g_reg", "g_int", "reg_share", "it_per_s", "samples_per_s", "elapsed_s"]
 
 
 class CriticOutput(NamedTuple):
@@ -91,6 +93,27 @@ class CriticPass(nn.Module):
         _, scores_hat = self.D.critic(self.D.trunk(x_hat))  # (b, 1)
         logits = {f: self.D.classifiers[f](trunk[r])[1] for f, r in rows.items()}
         return CriticOutput(scores.squeeze(1), scores_hat.squeeze(1), logits)
+
+
+class GeneratorPass(nn.Module):
+    """Everything the generator step asks of G, as one forward (for DistributedDataParallel).
+
+    ``forward(z)`` is ``G(z)``; with ``zq`` and ``rows`` it also returns the selected output
+    rows of the interaction penalty's quadruple codes, decoded from G's hidden layer only for
+    those rows (:meth:`Generator.decode_vertices`), so the penalty costs a small fraction of a
+    full decode."""
+
+    def __init__(self, G):
+        super().__init__()
+        self.G = G
+
+    def forward(self, z: torch.Tensor, zq: torch.Tensor | None = None, rows: torch.Tensor | None = None):
+        """z: (b, D) -> (b, V, 3) displacements; with zq (q, D) and rows (3L,) also (q, 3L)."""
+        disp = self.G(z)
+        if zq is None:
+            return disp
+        h = self.G.hidden(zq)  # (q, H)
+        return disp, F.linear(h, self.G.out.weight[rows], self.G.out.bias[rows])  # (q, 3L)
 
 
 #: Adam options that pick a kernel, not the maths (chosen per machine, never restored).
@@ -330,6 +353,14 @@ class Trainer:
         self.opt_g = adam(self.G.parameters(), cfg.lr_g, cfg.betas_g)
         self.opt_d = adam(self.D.parameters(), cfg.lr_d, cfg.betas_d)
         self.codes = fixed_codes(self.layout, self.num_classes, cfg.seed)
+        self.warm_start = None
+        if cfg.init == "linear_3dmm" and ckpt is None:
+            self._warm_start(template64)
+        self.G_ema = None
+        if cfg.ema_decay > 0:
+            import copy
+
+            self.G_ema = copy.deepcopy(self.G).requires_grad_(False)
         self.start_step = 0
         if ckpt is not None:
             self.G.load_state_dict(ckpt.generator)
@@ -340,10 +371,15 @@ class Trainer:
                 for g, keep in zip(opt.param_groups, chosen):  # keep this machine's choice
                     g.update(keep)
             self.codes = {k: v.clone() for k, v in ckpt.codes.items()}
+            if self.G_ema is not None:
+                self.G_ema.load_state_dict(ckpt.ema if ckpt.ema else ckpt.generator)
             self.start_step = ckpt.step
         # the modules trained through DDP under torchrun (self.G / self.D themselves otherwise);
         # self.G / self.D stay the plain networks (checkpoints, sampling, the G step's frozen D)
-        self.G_train = wrap_ddp(self.G, self.ctx, self.device)
+        self.G_train = wrap_ddp(GeneratorPass(self.G), self.ctx, self.device)
+        if cfg.lambda_interaction > 0 and cfg.interaction_pairs % self.ctx.world_size:
+            raise InputError(f"interaction_pairs {cfg.interaction_pairs} must be a multiple of {self.ctx.world_size} "
+                             f"processes")
         self.critic_pass = wrap_ddp(CriticPass(self.D), self.ctx, self.device, find_unused_parameters=True)
         self.codes_dev = {k: v.to(self.device) for k, v in self.codes.items()}
 
@@ -369,7 +405,8 @@ class Trainer:
         self.steps_per_epoch = cfg.steps_per_epoch(self.data.num_train)
         # mixed precision: bfloat16 autocast (float32's exponent range, so the penalty's double
         # backward needs no loss scaling); GPUs without bfloat16 train in float32
-        self.use_amp = bool(cfg.amp and self.device.type == "cuda" and torch.cuda.is_bf16_supported())
+        self.use_amp = bool(cfg.amp and (self.device.type == "cpu" or
+                                         (self.device.type == "cuda" and torch.cuda.is_bf16_supported())))
         if cfg.amp and self.device.type == "cuda" and not self.use_amp:
             import warnings
 
@@ -380,6 +417,41 @@ class Trainer:
         self.profile = False
 
     # ------------------------------------------------------------------ helpers
+    def _warm_start(self, template64: np.ndarray) -> None:
+        """G := the exact linear 3DMM of the training split; T := its class codes (config)."""
+        from .warm_start import linear_warm_start, set_linear
+
+        ws = linear_warm_start(self.data.dataset, self.cfg.split, self.layout, template64)
+        set_linear(self.G, torch.from_numpy(ws.basis), torch.from_numpy(ws.offset))
+        if self.cfg.fixed_codes_init == "model":
+            for f, c in ws.codes.items():
+                have = ~torch.isnan(torch.from_numpy(c[:, 0]))
+                self.codes[f][have] = torch.from_numpy(c)[have]
+        self.warm_start = ws
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """G_ema <- decay * G_ema + (1 - decay) * G (every parameter and buffer)."""
+        ema = list(self.G_ema.parameters())
+        torch._foreach_lerp_(ema, [p.detach() for p in self.G.parameters()], 1.0 - self.cfg.ema_decay)
+
+    @property
+    def G_eval(self):
+        """The generator metrics, grids and the saved model use (the EMA when enabled)."""
+        return self.G_ema if self.G_ema is not None else self.G
+
+    def _interaction_batch(self, step: int):
+        """This process's quadruple codes (4q, D) and output rows (3L,) of step ``step``."""
+        cfg = self.cfg
+        g = torch_generator(cfg.seed, step, "interaction")
+        factor = self.factors[-1] if len(self.factors) < 3 else self.factors[1 + step % (len(self.factors) - 1)]
+        zq = interaction_codes(self.layout, factor, cfg.interaction_pairs, g)  # (4n, D)
+        zq = zq.view(cfg.interaction_pairs, 4, -1)[self.ctx.shard(cfg.interaction_pairs)].reshape(-1, zq.shape[1])
+        V = self.data.dataset.num_vertices
+        L_ = V if cfg.interaction_vertices == 0 else min(V, cfg.interaction_vertices)
+        ids = torch.randperm(V, generator=g)[:L_]
+        return zq.to(self.device), self.G.rows(ids.to(self.device))
+
     def fingerprint(self) -> str:
         return self.data.dataset.fingerprint
 
@@ -477,12 +549,20 @@ class Trainer:
         cfg = self.cfg
         t0 = time.perf_counter()
         z, factor, labels = self._codes(step, "codes")
+        use_int = cfg.lambda_interaction > 0
         for p in self.D.parameters():
             p.requires_grad_(False)
         try:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
-                disp = self.G_train(z)  # (b, V, 3)
+                if use_int:
+                    zq, rows = self._interaction_batch(step)
+                    disp, sub = self.G_train(z, zq, rows)  # (b, V, 3), (4q, 3L)
+                else:
+                    disp = self.G_train(z)  # (b, V, 3)
             disp = disp.float()
+            inter = disp.new_zeros(())
+            if use_int:
+                inter = L.interaction_penalty(sub.float().view(-1, 4, sub.shape[1]) * (1.0 / self.scale))
             t0 = self._tick("generator", t0)
             reg = self.regularizer(disp).mean() if cfg.lambda_reg > 0 else disp.new_zeros(())
             t0 = self._tick("regularizer", t0)
@@ -500,17 +580,21 @@ class Trainer:
                     if f != factor:
                         feat = feat + L.pair_feature_loss(out.features[f].float())
             total = cfg.lambda_gan * gan + cfg.lambda_cls * cls + cfg.lambda_feat * feat + cfg.lambda_reg * reg
+            if use_int:
+                total = total + cfg.lambda_interaction * inter
             self.opt_g.zero_grad(set_to_none=True)
             total.backward()  # under torchrun, DDP averages G's gradients here
         finally:
             for p in self.D.parameters():
                 p.requires_grad_(True)
         self.opt_g.step()
+        if self.G_ema is not None:
+            self._update_ema()
         if self.folded is not None:
             self.folded.refresh(self.G)
         self._tick("discriminator", t0)  # D forward/backward dominate the remainder
         v = {"g_loss": total.item(), "g_gan": gan.item(), "g_cls": cls.item(), "g_feat": feat.item(),
-             "g_reg": reg.item()}
+             "g_reg": reg.item(), "g_int": inter.item()}
         terms = [abs(cfg.lambda_gan * v["g_gan"]), abs(cfg.lambda_cls * v["g_cls"]),
                  abs(cfg.lambda_feat * v["g_feat"]), abs(cfg.lambda_reg * v["g_reg"])]
         v["reg_share"] = terms[3] / sum(terms) if sum(terms) > 0 else 0.0
@@ -524,6 +608,9 @@ class Trainer:
             d = self.critic_step(step, k)
             vals = d  # the last critic step's values are logged
         vals = dict(vals)
+        if step < self.cfg.critic_warmup:  # the critic learns the current G's fakes first
+            vals["phase"] = "critic_warmup"
+            return vals
         vals.update(self.generator_step(step))
         return vals
 
@@ -542,6 +629,8 @@ class Trainer:
             acc.setdefault(k, [0.0, 0])
             acc[k][0] += float(v)
             acc[k][1] += 1
+        if "g_cls" not in vals:
+            return
         key = f"g_cls_{vals['phase']}"
         acc.setdefault(key, [0.0, 0])
         acc[key][0] += float(vals["g_cls"])
@@ -558,12 +647,12 @@ class Trainer:
         """(B, D) codes -> (B, V, 3) vertex positions (CPU float32)."""
         with torch.no_grad():
             t = torch.from_numpy(self.data.template).to(self.device)
-            return (self.G(z.to(self.device)) + t).float().cpu()
+            return (self.G_eval(z.to(self.device)) + t).float().cpu()
 
     def save_checkpoint(self, steps_done: int) -> None:
         if self.ctx.is_main:
             save_checkpoint(self.run_dir, steps_done, self.cfg.to_dict(), self.G, self.D, self.opt_g, self.opt_d,
-                            self.codes, extras={"data_fingerprint": self.fingerprint(),
+                            self.codes, ema=self.G_ema, extras={"data_fingerprint": self.fingerprint(),
                                                 "displacement_scale": self.scale, "log_window": self.window})
         barrier(self.ctx)
 
@@ -574,9 +663,9 @@ class Trainer:
         meta = {"displacement_scale": self.scale, "trained_steps": int(steps_done),
                 "dataset": {"fingerprint": ds.fingerprint, "path": str(ds.path), "num_train": self.data.num_train,
                             "info": ds.info},
-                "recipe": self.cfg.recipe}
+                "recipe": self.cfg.recipe, "ema_decay": self.cfg.ema_decay, "init": self.cfg.init}
         classes = {f.name: list(f.classes) for f in ds.factors}
-        G = self.G.to("cpu") if self.device.type != "cpu" else self.G
+        G = self.G_eval.to("cpu") if self.device.type != "cpu" else self.G_eval
         model = FaceModel(ds.template_vertices, ds.faces, self.uv, self.layout, G, unit=ds.unit,
                           landmark_sets=ds.landmark_sets, image_size=self.cfg.image_size, classes=classes,
                           metadata=json.loads(json.dumps(meta, default=str)))
@@ -591,8 +680,19 @@ class Trainer:
         attach_to_model(model, required=False)  # photo fitting needs the template's mediapipe points
         D = self.D.to("cpu") if self.device.type != "cpu" else self.D
         save_model(path, model, discriminator=D, training_config=self.cfg.to_dict(), data_fingerprint=self.fingerprint())
-        self.G.to(self.device)
+        self.G_eval.to(self.device)
         self.D.to(self.device)
+        return path
+
+    def save_snapshot(self, steps_done: int) -> Path:
+        """RUN_DIR/snapshots/model_STEP.safetensors: the evaluated G at this step (no D)."""
+        from fitface.models.model_file import save_model
+
+        path = self.run_dir / "snapshots" / f"model_{steps_done:07d}.safetensors"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_model(path, self.build_face_model(steps_done), training_config=self.cfg.to_dict(),
+                   data_fingerprint=self.fingerprint())
+        self.G_eval.to(self.device)
         return path
 
     def train(self, callback: Callable[[int, dict], None] | None = None, save_model: bool = True) -> TrainResult:
@@ -611,11 +711,28 @@ class Trainer:
             metric_cols = ["step", "div_global"] + [f"div_shared_{f}" for f in self.factors] + \
                           ["specificity", "nearest_p10", "nearest_p50", "nearest_p90", "near_share",
                            "mean_face_distance", "heldout_near_share", "heldout_nearest", "template_distance"]
+            if cfg.proxy_every:
+                from .proxy_eval import ProxyConfig, row_columns
+
+                metric_cols += [f"proxy_{c}" for c in row_columns(ProxyConfig().lambdas)]
             metric_log = CsvLog(self.run_dir / "metrics.csv", metric_cols,  # rows hold steps *done*
                                 resume_step=self.start_step + 1 if resuming else None)
             tb = TensorBoardLog(self.run_dir / "tensorboard", cfg.tensorboard,
                                 purge_step=self.start_step if resuming else None)
         evaluator = None
+        proxy = None
+
+        def run_proxy(step_done: int) -> dict:
+            """The proxy evaluation of G (the EMA when enabled) as ``proxy_*`` columns."""
+            nonlocal proxy
+            from .proxy_eval import ProxyEvaluator
+
+            if proxy is None:
+                proxy = ProxyEvaluator(self.data.dataset.path, cfg.proxy_ict_source or None)
+            row = proxy(self.build_face_model(step_done)).as_row()
+            self.G_eval.to(self.device)
+            tb.scalars(step_done, row, prefix="proxy/")
+            return {f"proxy_{k}": v for k, v in row.items()}
 
         def run_metrics(step_done: int):
             nonlocal evaluator
@@ -638,6 +755,8 @@ class Trainer:
             pm = evaluator(self.decode)
             row = {"step": step_done, **pm.as_row(), "heldout_near_share": evaluator.heldout_share,
                    "heldout_nearest": evaluator.heldout_nearest, "template_distance": evaluator.template_distance}
+            if cfg.proxy_every and (step_done % cfg.proxy_every == 0 or step_done == self.total_steps):
+                row.update(run_proxy(step_done))
             metric_log.write(row)
             tb.scalars(step_done, pm.as_row(), prefix="metrics/")
             return pm
@@ -662,7 +781,7 @@ class Trainer:
 
             bar = tqdm(total=self.total_steps, initial=self.start_step, unit="it", dynamic_ncols=True, leave=True)
         last: dict = {}
-        if not resuming and cfg.metrics_every and self.total_steps > 0:
+        if not resuming and (cfg.metrics_every or cfg.proxy_every) and self.total_steps > 0:
             run_metrics(0)  # the baseline: an untrained G outputs (almost) the template
         t_start = time.perf_counter()
         t_window, n_window = time.perf_counter(), 0
@@ -685,16 +804,19 @@ class Trainer:
             last = vals
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(d=f"{vals['d_loss']:.3g}", g=f"{vals['g_loss']:.3g}", reg=f"{vals['g_reg']:.3g}",
-                                refresh=False)
+                bar.set_postfix(d=f"{vals['d_loss']:.3g}", g=f"{vals.get('g_loss', math.nan):.3g}",
+                                reg=f"{vals.get('g_reg', math.nan):.3g}", refresh=False)
             if callback is not None:
                 callback(s, vals)
-            if cfg.metrics_every and done % cfg.metrics_every == 0 and done != self.total_steps:
+            due = [n for n in (cfg.metrics_every, cfg.proxy_every) if n]
+            if any(done % n == 0 for n in due) and done != self.total_steps:
                 run_metrics(done)
             if cfg.sample_every and done % cfg.sample_every == 0 and done != self.total_steps:
                 run_grid(done)
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done != self.total_steps:
                 self.save_checkpoint(done)
+            if cfg.snapshot_every and done % cfg.snapshot_every == 0 and main:
+                self.save_snapshot(done)
         if bar is not None:
             bar.close()
         final = max(self.total_steps, self.start_step)

@@ -12,14 +12,21 @@ Convention:
       with ``x_capture = s R x_model + t`` (Umeyama from the landmarks, refined jointly with
       z) and every result (mesh, landmarks, residuals, transform) is in the capture's frame
       and unit. The capture's unit is ``unit=`` if given, else the unit the landmark file
-      states, else it is *assumed* to be the model's unit and the similarity's scale absorbs
-      any mismatch (``codes.json`` records ``"unit_source": "assumed"``; a capture in metres
-      then shows a scale near 0.001). A known unit is converted before the fit, so ``s``
-      stays near 1 and measures the face's size relative to the model.
+      states, else it is *inferred* from the landmarks' size against the model's mean face: m,
+      cm or mm when that ratio is within a factor 1.6 of the unit's conversion (0.001, 0.1, 1
+      for a model in mm; ``"unit_source": "inferred"``); when none fits, the model's unit is
+      assumed (``"assumed"``, with a one-line :class:`fitface.errors.FitfaceWarning`) and the
+      similarity's scale absorbs the mismatch. The unit is converted before the fit, so ``s``
+      stays near 1 and measures the face's size relative to the model; the transform written
+      includes the conversion (a capture in metres shows a scale near 0.001).
+    * Models: a built-in name (``"procedural"``, ``"ict"``, ``"ict-linear"``;
+      :mod:`fitface.models.registry`), a model file, or None for the default built-in model.
     * Landmark order: row ``i`` of a landmark file is point ``i`` of the model's landmark set
       (chosen by name, or the set whose size matches the file).
-    * Codes: ``codes.json`` holds one list per latent block (factors then ``noise``) and
-      ``model_id`` (the model file's hash); codes from another model are refused.
+    * Codes: ``codes.json`` holds one list per latent block (factors then ``noise``),
+      ``model_id`` (the model file's hash) and ``model`` (the built-in name or the file's
+      absolute path); codes from another model are refused, and :func:`retarget` /
+      :func:`interpolate` without a model load the one the codes record.
     * Errors: bad input raises :class:`fitface.errors.InputError` (one line, naming the file);
       nothing is written when a fit fails.
 """

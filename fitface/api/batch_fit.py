@@ -23,6 +23,7 @@ from fitface.api.inputs import (
     factor_code,
     load_fit_model,
     mesh_suffix,
+    model_reference,
     one_line,
     parse_assignments,
     prepare_capture,
@@ -173,7 +174,7 @@ def fit_batch(
     batch = BatchResult(results, failures, {}, 0.0)
     batch.seconds = time.perf_counter() - t0
     if out is not None:
-        batch.files = write_summary(out, batch, dec.model_id, cset.ignored, shard_kn, sequence)
+        batch.files = write_summary(out, batch, dec.model_id, cset.ignored, shard_kn, sequence, model_reference(dec))
     return batch
 
 
@@ -213,7 +214,8 @@ def _fit_chunk(dec, caps, lam, steps, restarts, seed, freeze_codes, sequence, sm
 
 
 def write_summary(out: Path, batch: BatchResult, model_id: str, ignored: int = 0,
-                  shard_kn: tuple[int, int] | None = None, sequence: bool = False) -> dict[str, Path]:
+                  shard_kn: tuple[int, int] | None = None, sequence: bool = False,
+                  model: str | None = None) -> dict[str, Path]:
     """Write ``summary.csv``, ``summary.json`` and ``failures.txt`` of a batch (3D or photo captures).
 
     Every capture is a row: its name, status, landmark RMS and unit (``px`` for photo fits), scale,
@@ -244,6 +246,7 @@ def write_summary(out: Path, batch: BatchResult, model_id: str, ignored: int = 0
     rms = [r.landmark_rms for r in batch.results]
     doc = {
         "model_id": model_id,
+        "model": model,  # built-in name or the model file's absolute path
         "fitted": len(batch.results),
         "failed": len(batch.failures),
         "ignored_files": ignored,

@@ -19,8 +19,10 @@ from fitface.api.inputs import (
     fit_error,
     load_fit_model,
     mesh_suffix,
+    model_reference,
     parse_assignments,
     prepare_capture,
+    warn_unit,
 )
 from fitface.errors import InputError
 
@@ -71,8 +73,10 @@ class FitResult:
         """The JSON summary (``--json``): the codes.json document plus ``files``."""
         from fitface.io.codes import FORMAT_VERSION, _to_json
 
-        doc = {"format_version": FORMAT_VERSION, "model_id": self.codes.model_id, "unit": self.codes.unit,
-               "codes": self.codes.codes, "transform": self.codes.transform}
+        doc = {"format_version": FORMAT_VERSION, "model_id": self.codes.model_id}
+        if self.codes.model is not None:
+            doc["model"] = self.codes.model
+        doc.update({"unit": self.codes.unit, "codes": self.codes.codes, "transform": self.codes.transform})
         doc.update(self.codes.extra)
         doc["files"] = {k: str(v) for k, v in self.files.items()}
         return _to_json(doc, "summary")
@@ -175,7 +179,7 @@ def fit_result(dec, name: str, set_name: str, z: np.ndarray, to_capture, targets
     doc = {k: v for k, v in doc.items() if v is not None}
     parts = dec.layout.split(z[0])
     codes = Codes(dec.model_id, {k: np.asarray(v).tolist() for k, v in parts.items()}, to_capture.to_json(0), unit,
-                  doc)
+                  doc, model_reference(dec))
     return FitResult(name, verts, np.asarray(dec.faces), codes, targets, fitted, to_capture)
 
 
@@ -190,10 +194,16 @@ def finish_fit(dec, cap: PreparedCapture, z: np.ndarray, t_model, lam, steps, re
     if surface:
         unitless = ("inlier_fraction", "points_used")
         extra["surface"] = {k: (v if k in unitless else v / cap.to_model) for k, v in surface.items()}
+    if cap.size_scale is not None:
+        from fitface.units import INFER_TOLERANCE
+
+        extra["unit_inference"] = {"size_scale": float(cap.size_scale), "tolerance": INFER_TOLERANCE}
     extra.update({"steps": steps, "restarts": restarts, "seed": int(seed), "unit_source": cap.unit_source,
                   "landmarks_file": None if cap.landmarks_path is None else str(cap.landmarks_path),
                   "scan_file": None if cap.scan_path is None else str(cap.scan_path)})
-    return fit_result(dec, cap.name, cap.set_name, z, to_cap, cap.targets, cap.unit, extra, decode)
+    res = fit_result(dec, cap.name, cap.set_name, z, to_cap, cap.targets, cap.unit, extra, decode)
+    warn_unit(cap)  # only for a capture that was fitted
+    return res
 
 
 # ------------------------------------------------------------------------------ fit
@@ -222,12 +232,15 @@ def fit(
             (L, 3) float array, in the capture's frame and unit, ordered as the landmark set.
         scan: optional scan (mesh file path or :class:`fitface.io.mesh.Mesh`); needed for
             ``refine_surface``; also sets the output mesh format.
-        model: model file, None for the built-in model, or a loaded decoder.
+        model: a built-in model name (``"procedural"``, ``"ict"``, ``"ict-linear"``), a model
+            file, None for the default built-in model, or a loaded decoder.
         lam: ``lambda`` of eq. 13 (weight of ``||z||^2``).
         steps, restarts: optimiser steps and random restarts (None = engine defaults); the
             best of the restarts is kept.
         landmark_set: name of the model's landmark set (default: the one matching L).
-        unit: the capture's unit (default: the landmark file's, else assumed = model unit).
+        unit: the capture's unit (default: the landmark file's, else inferred from the capture's
+            size against the model: m, cm or mm, see :func:`fitface.api.inputs.infer_capture_unit`;
+            when none fits, the model's unit with a :class:`fitface.errors.FitfaceWarning`).
         seed: random seed (restarts).
         refine_surface: refine against the scan with a robust point-to-surface term.
         freeze: ``{factor: codes.json | Codes | (d,) array}`` blocks kept fixed (e.g. a known

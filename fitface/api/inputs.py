@@ -37,21 +37,26 @@ def is_decoder(obj: Any) -> bool:
 
 
 def load_fit_model(model: Any = None):
-    """The numpy decoder of a model file (cached per file and modification time).
+    """The numpy decoder of a model (cached per file and modification time).
 
     Args:
-        model: a model file path, None for the built-in model, or an already loaded decoder.
+        model: a built-in model name (``"procedural"``, ``"ict"``, ``"ict-linear"``; see
+            :mod:`fitface.models.registry`), a model file path, None for the default built-in
+            model, or an already loaded decoder.
+
+    Returns:
+        The decoder, with ``model_name`` (built-in name or None) and ``model_path`` set.
 
     Raises:
-        InputError: no built-in model installed, missing file, not a model file.
+        InputError: a built-in model that is not installed, a missing file, not a model file.
     """
     if is_decoder(model):
         return model
-    from fitface.models.model_file import DEFAULT_MODEL_PATH, read_metadata
+    from fitface.models.model_file import read_metadata
+    from fitface.models.registry import resolve_model
 
-    if model is None and not Path(DEFAULT_MODEL_PATH).is_file():
-        raise InputError("no built-in model is installed yet; pass a model file with --model FILE (model=...)")
-    path = Path(DEFAULT_MODEL_PATH if model is None else model)
+    resolved = resolve_model(model)
+    path = resolved.path
     read_metadata(path)  # validates the header: one-line InputError for anything but a model file
     st = path.stat()
     key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
@@ -67,7 +72,73 @@ def load_fit_model(model: Any = None):
             raise InputError(f"not a usable fitface model file: {one_line(exc)}", path) from None
         _DECODERS.clear()  # keep one model: files are large
         _DECODERS[key] = dec
+    dec.model_name, dec.model_path = resolved.name, path
     return dec
+
+
+def model_reference(dec: Any) -> str | None:
+    """What ``codes.json`` records as ``"model"`` for a decoder: its built-in name, else the
+    absolute path of its file, else None (an in-memory decoder)."""
+    name = getattr(dec, "model_name", None)
+    if name:
+        return str(name)
+    path = getattr(dec, "model_path", None)
+    return None if path is None else str(Path(path).resolve())
+
+
+def _describe(codes: Any) -> str:
+    """``model 'ict-linear' (model_id ...)`` or ``model_id ...`` for messages."""
+    ref = getattr(codes, "model", None)
+    return f"model {ref!r} (model_id {codes.model_id})" if ref else f"model_id {codes.model_id}"
+
+
+def model_for_codes(items: Sequence[tuple[Any, Any]], model: Any = None):
+    """The decoder for codes files: ``model`` if given, else the model that made the codes.
+
+    Args:
+        items: ``(codes, where)`` pairs: :class:`fitface.io.codes.Codes` and the file it came
+            from (None for in-memory codes), in the order the user gave them.
+        model: as :func:`load_fit_model`; None = the model the codes record (their ``"model"``:
+            a built-in name or a file path), found again and checked by ``model_id``; codes
+            without ``"model"`` (older files), or whose file moved, are matched against the
+            installed built-in models by ``model_id``.
+
+    Raises:
+        InputError: codes from different models; codes whose model cannot be found (the message
+            says which ``--model`` to pass); codes from another model than ``model``.
+    """
+    from fitface.models.registry import builtin_with_id
+
+    first, where0 = items[0]
+    for c, w in items[1:]:
+        if c.model_id != first.model_id:
+            raise InputError(f"codes from different models: {where0 or 'the first codes'} has {_describe(first)}, "
+                             f"{w or 'the other codes'} has {_describe(c)}; refit one of them with the other's "
+                             f"model (fitface fit ... --model {getattr(first, 'model', None) or 'MODEL'})")
+    if model is not None:
+        dec = load_fit_model(model)
+        for c, w in items:
+            check_same_model(dec, c, w)
+        return dec
+    ref = next((c.model for c, _ in items if getattr(c, "model", None)), None)
+    problem = None
+    if ref is not None:
+        try:
+            dec = load_fit_model(ref)  # a built-in name, or an absolute path
+        except InputError as exc:
+            problem = f"the model it records ({ref}) cannot be loaded: {exc.problem}"
+        else:
+            if dec.model_id == first.model_id:
+                return dec
+            problem = (f"the model it records ({ref}) now has model_id {dec.model_id}, not the codes' "
+                       f"{first.model_id} (the file changed since the fit)")
+    name = builtin_with_id(first.model_id)
+    if name is not None:
+        return load_fit_model(name)
+    if problem is None:
+        problem = f"it records no model, and its model_id {first.model_id} is none of the installed built-in models"
+    raise InputError(f"{problem}; pass --model with the model file that made it (model_id {first.model_id})",
+                     where0)
 
 
 def one_line(exc: Any) -> str:
@@ -82,12 +153,14 @@ class PreparedCapture:
     name: str
     targets: np.ndarray  # (L, 3) float64, capture frame and unit
     unit: str  # capture unit
-    unit_source: str  # "argument" | "file" | "assumed"
+    unit_source: str  # "argument" | "file" | "inferred" | "assumed" (see infer_capture_unit)
     to_model: float  # capture unit -> model unit factor
     set_name: str
     landmarks_path: Path | None = None
     scan_path: Path | None = None
     scan: Any = None  # fitface.io.mesh.Mesh or None
+    size_scale: float | None = None  # capture size / model mean-face size (capture numbers per model unit)
+    unit_warning: str | None = None  # the unit could not be inferred: warned once the fit succeeds
 
 
 def read_targets(landmarks: Any) -> tuple[np.ndarray, str | None, Path | None]:
@@ -137,18 +210,79 @@ def choose_landmark_set(dec: Any, count: int, name: str | None = None, where: An
                      f"choose one with --landmark-set", where)
 
 
+def capture_size_scale(dec, targets: np.ndarray, set_name: str) -> float:
+    """How large a capture's landmarks are against the model's mean face: the ratio of their RMS
+    distances to their centroids, capture numbers per model unit (the scale of the similarity
+    that maps the mean face's landmarks onto the capture's, up to the shape's own variation).
+
+    Args:
+        dec: the decoder. targets: (L, 3) float capture landmarks. set_name: their landmark set.
+
+    Returns:
+        The ratio (> 0), or 0.0 when the capture's landmarks all coincide.
+    """
+    rows = dec.landmark_rows(dec.landmark_sets[set_name])
+    mean = np.asarray(dec.points(np.zeros((1, dec.layout.dim)), rows), dtype=np.float64)[0]  # (L, 3) model unit
+    t = np.asarray(targets, dtype=np.float64)
+
+    def size(p: np.ndarray) -> float:
+        return float(np.sqrt(np.mean(np.sum((p - p.mean(axis=0)) ** 2, axis=1))))
+
+    ref = size(mean)
+    return size(t) / ref if ref > 0 else 0.0
+
+
+def infer_capture_unit(dec, targets: np.ndarray, set_name: str, name: str,
+                       where: Any = None) -> tuple[str, str, float, str | None]:
+    """The unit of a capture that states none: ``(unit, source, size scale, warning)``.
+
+    ``source`` is ``"inferred"`` when the capture's size against the model's mean face
+    (:func:`capture_size_scale`) lies within a factor :data:`fitface.units.INFER_TOLERANCE`
+    of the nominal scale of exactly one of m, cm, mm (0.001, 0.1, 1 for a model in mm), else
+    ``"assumed"``: the model's unit is kept, the similarity's scale absorbs the mismatch, and
+    ``warning`` is the one-line message (naming the capture) that :func:`warn_unit` issues as a
+    :class:`fitface.errors.FitfaceWarning` once the capture is fitted (a capture that fails
+    reports its error only).
+    """
+    from fitface.units import INFER_TOLERANCE, INFERRED_UNITS, infer_unit, nominal_scale
+
+    scale = capture_size_scale(dec, targets, set_name)
+    unit = infer_unit(scale, dec.unit) if scale > 0 else None
+    if unit is not None:
+        return unit, "inferred", scale, None
+    nominal = ", ".join(f"{u} {nominal_scale(u, dec.unit):g}" for u in INFERRED_UNITS)
+    src = f"{where}: " if where is not None else f"{name}: "
+    text = (f"{src}cannot infer the landmarks' unit: their size against the model's mean face is {scale:.3g} "
+            f"(capture numbers per {dec.unit}), not within a factor {INFER_TOLERANCE:g} of one of {nominal}; "
+            f"assuming {dec.unit} (pass --unit)")
+    return dec.unit, "assumed", scale, text
+
+
+def warn_unit(cap: PreparedCapture) -> None:
+    """Issue the capture's pending unit warning (see :func:`infer_capture_unit`), if any."""
+    if cap.unit_warning:
+        import warnings
+
+        from fitface.errors import FitfaceWarning
+
+        warnings.warn(FitfaceWarning(cap.unit_warning), stacklevel=3)
+
+
 def prepare_capture(dec, landmarks, scan=None, unit=None, landmark_set=None, name=None) -> PreparedCapture:
     from fitface.io.mesh import load_mesh
     from fitface.units import check_unit, scale_between
 
     pts, file_unit, lpath = read_targets(landmarks)
+    set_name = choose_landmark_set(dec, pts.shape[0], landmark_set, lpath)
+    if name is None:
+        name = (lpath or (Path(scan) if isinstance(scan, (str, os.PathLike)) else None) or Path("capture")).stem
+    size_scale, warning = None, None
     if unit is not None:
         cap_unit, source = check_unit(unit, "--unit"), "argument"
     elif file_unit is not None:
         cap_unit, source = file_unit, "file"
     else:
-        cap_unit, source = dec.unit, "assumed"
-    set_name = choose_landmark_set(dec, pts.shape[0], landmark_set, lpath)
+        cap_unit, source, size_scale, warning = infer_capture_unit(dec, pts, set_name, name, lpath)
     mesh, spath = None, None
     if scan is not None:
         if isinstance(scan, (str, os.PathLike)):
@@ -156,9 +290,8 @@ def prepare_capture(dec, landmarks, scan=None, unit=None, landmark_set=None, nam
             mesh = load_mesh(spath, require_faces=True)
         else:
             mesh = scan
-    if name is None:
-        name = (lpath or spath or Path("capture")).stem
-    return PreparedCapture(name, pts, cap_unit, source, scale_between(cap_unit, dec.unit), set_name, lpath, spath, mesh)
+    return PreparedCapture(name, pts, cap_unit, source, scale_between(cap_unit, dec.unit), set_name, lpath, spath, mesh,
+                           size_scale, warning)
 
 
 def codes_of(source: Any, what: str):
@@ -173,9 +306,12 @@ def codes_of(source: Any, what: str):
 
 
 def check_same_model(dec, codes, where: Any = None) -> None:
+    """Refuse codes fitted with another model than ``dec`` (one line naming the codes' model)."""
     if codes.model_id != dec.model_id:
+        ref = getattr(codes, "model", None)
+        hint = f"; pass --model {ref}" if ref else ""
         raise InputError(
-            f"codes are from another model (model_id {codes.model_id}); this model is {dec.model_id}", where)
+            f"codes are from another model (model_id {codes.model_id}); this model is {dec.model_id}{hint}", where)
 
 
 def factor_code(dec, factor: str, source: Any, what: str) -> np.ndarray:

@@ -24,7 +24,9 @@ def add_landmark_set(model_path: PathLike, name: str, file: PathLike, out: PathL
     """
     from fitface.landmarks.set_files import read_landmark_set_file
     from fitface.models import model_file
+    from fitface.models.registry import editable_source
 
+    model_path = editable_source(model_path, out)  # a name or path; a built-in model needs ``out``
     doc = model_file.read_metadata(model_path)
     faces = model_file.read_tensor(model_path, "faces")
     lset = read_landmark_set_file(file, name, faces, int(doc["num_vertices"]))

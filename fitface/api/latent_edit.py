@@ -15,11 +15,12 @@ import numpy as np
 
 from fitface.api.inputs import (
     PathLike,
-    check_same_model,
     codes_of,
     factor_code,
     load_fit_model,
     mesh_suffix,
+    model_for_codes,
+    model_reference,
     parse_assignments,
 )
 from fitface.errors import InputError
@@ -60,7 +61,8 @@ def retarget(
     Args:
         expression: A's codes.json (path or Codes).
         identity: B's codes.json.
-        model: the model both codes come from (file, None = built-in, or a decoder).
+        model: the model both codes come from (built-in name, file, or a decoder); None = the
+            model the codes record (``codes.json`` ``"model"``), checked by ``model_id``.
         mode: "replace" or "add".
         out: if given, the mesh file to write (format by suffix) and ``<stem>.codes.json`` beside it.
         model_frame: write the mesh in the model's frame and unit instead of B's capture frame.
@@ -69,7 +71,8 @@ def retarget(
         :class:`CodesResult` with one mesh (B's frame and unit unless ``model_frame``).
 
     Raises:
-        InputError: codes from different models, or from another model than ``model``.
+        InputError: codes from different models, or from another model than ``model``; without
+            ``model``, codes whose model cannot be found (the message says which to pass).
     """
     from fitface.fitting.similarity import Similarity
     from fitface.io.codes import Codes
@@ -78,11 +81,8 @@ def retarget(
         raise InputError(f"--mode: expected replace or add, got {mode!r}")
     a, b = codes_of(expression, "--expression"), codes_of(identity, "--identity")
     wa = expression if isinstance(expression, (str, os.PathLike)) else None
-    if a.model_id != b.model_id:
-        raise InputError(f"codes from different models: --expression has model_id {a.model_id}, "
-                         f"--identity has {b.model_id}")
-    dec = load_fit_model(model)
-    check_same_model(dec, a, wa)
+    wb = identity if isinstance(identity, (str, os.PathLike)) else None
+    dec = model_for_codes([(a, wa or "--expression"), (b, wb or "--identity")], model)
     layout = dec.layout
     expr = "expression" if "expression" in layout.factors else layout.factors[-1]
     parts = {}
@@ -105,7 +105,8 @@ def retarget(
         transform, unit = b.transform, (b.unit or dec.unit)
     extra = {"retarget": {"mode": mode, "expression_from": str(expression) if wa else None,
                           "identity_from": str(identity) if isinstance(identity, (str, os.PathLike)) else None}}
-    codes = Codes(dec.model_id, {k: v.tolist() for k, v in parts.items()}, transform, unit, extra)
+    codes = Codes(dec.model_id, {k: v.tolist() for k, v in parts.items()}, transform, unit, extra,
+                  model_reference(dec))
     res = CodesResult(np.asarray(verts, dtype=np.float64), np.asarray(dec.faces), [codes])
     if out is not None:
         res.files = _write_meshes([Path(out)], res.vertices, res.faces, [codes])
@@ -174,7 +175,8 @@ def sample(
         z[:, layout.slice(k)] = code
     verts = np.asarray(dec.vertices(z), dtype=np.float64)  # (n, V, 3) model unit
     codes = [Codes(dec.model_id, {k: v.tolist() for k, v in layout.split(z[i]).items()}, None, dec.unit,
-                   {"sample": {"seed": int(seed), "index": i, "shared": list(shared), "fixed": sorted(fixed)}})
+                   {"sample": {"seed": int(seed), "index": i, "shared": list(shared), "fixed": sorted(fixed)}},
+                   model_reference(dec))
              for i in range(n)]
     res = CodesResult(verts, np.asarray(dec.faces), codes)
     if out_dir is not None:
@@ -216,6 +218,11 @@ def interpolate(
     blocks kept at ``z_a``, for ``steps`` values of ``t`` evenly spaced over ``range_``
     (``(0, 1)`` interpolates; ``(-0.5, 1.5)`` extrapolates on both sides).
 
+    Args:
+        a, b: codes.json paths or :class:`fitface.io.codes.Codes` of one model.
+        model: built-in name, file or decoder; None = the model the codes record (as
+            :func:`retarget`).
+
     Returns:
         :class:`CodesResult` with (steps, V, 3) meshes; with ``out_dir``, ``interp_00.<ext>``
         (+ ``.codes.json``) per step and ``strip.png``.
@@ -228,10 +235,8 @@ def interpolate(
     if not (math.isfinite(lo) and math.isfinite(hi)) or lo == hi:
         raise InputError(f"--range: expected two different finite numbers, got {lo} {hi}")
     ca, cb = codes_of(a, "A"), codes_of(b, "B")
-    if ca.model_id != cb.model_id:
-        raise InputError(f"codes from different models: A has model_id {ca.model_id}, B has {cb.model_id}")
-    dec = load_fit_model(model)
-    check_same_model(dec, ca, a if isinstance(a, (str, os.PathLike)) else None)
+    dec = model_for_codes([(ca, a if isinstance(a, (str, os.PathLike)) else "A"),
+                           (cb, b if isinstance(b, (str, os.PathLike)) else "B")], model)
     layout = dec.layout
     blocks = list(layout.names) if not factors else list(factors)
     for f in blocks:
@@ -246,7 +251,8 @@ def interpolate(
     z = za[None] + ts[:, None] * np.where(mask, zb - za, 0.0)[None]  # (steps, D)
     verts = np.asarray(dec.vertices(z), dtype=np.float64)
     codes = [Codes(dec.model_id, {k: v.tolist() for k, v in layout.split(z[i]).items()}, None, dec.unit,
-                   {"interpolation": {"t": float(t), "factors": blocks}}) for i, t in enumerate(ts)]
+                   {"interpolation": {"t": float(t), "factors": blocks}}, model_reference(dec))
+             for i, t in enumerate(ts)]
     res = CodesResult(verts, np.asarray(dec.faces), codes)
     if out_dir is not None:
         suffix = mesh_suffix(format, None)

@@ -15,7 +15,7 @@ import sys
 import click
 
 from fitface import __version__
-from fitface.errors import FitfaceError
+from fitface.errors import FitfaceError, FitfaceWarning
 
 
 class LazyGroup(click.Group):
@@ -52,6 +52,7 @@ COMMANDS = {
     "lift": "fitface.cli.lift:lift",
     "baseline": "fitface.cli.baseline:baseline",
     "evaluate": "fitface.cli.evaluate:evaluate",
+    "models": "fitface.cli.models:models",
 }
 
 
@@ -68,14 +69,36 @@ def cli():
     Reconstruct faces from sparse landmarks (fit, batch, lift), move expressions
     between faces (retarget), sample and interpolate the latent space (sample),
     train the GAN on your own registered scans (data, train) and measure models
-    with the paper's metrics (evaluate). Start with `fitface demo -o DIR`.
+    with the paper's metrics (evaluate). Start with `fitface demo -o DIR`;
+    `fitface models` lists the built-in models (--model NAME).
 
     Run `fitface COMMAND --help` for each command's options.
     """
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=None):
+    """fitface's own warnings as one line ``warning: ...`` on stderr; others as Python shows them."""
+    if issubclass(category, FitfaceWarning):
+        click.echo(f"warning: {' '.join(str(message).split())}", err=True)
+    elif _default is not None:
+        _default(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fitface`` script; returns (and exits with) the exit code."""
+    import functools
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", FitfaceWarning)
+        warnings.showwarning = functools.partial(_show_warning, _default=warnings.showwarning)
+        code = _run(argv)
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         cli.main(args=argv, prog_name="fitface", standalone_mode=False)
         code = 0
@@ -93,6 +116,4 @@ def main(argv: list[str] | None = None) -> int:
     except FitfaceError as exc:
         click.echo(f"error: {exc}", err=True)
         code = exc.exit_code
-    if argv is None:
-        sys.exit(code)
     return code

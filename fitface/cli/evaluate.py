@@ -20,7 +20,7 @@ def _lambdas(ctx, param, value):
 
 
 @click.command("evaluate")
-@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.argument("models", nargs=-1, required=True, metavar="MODEL...")
 @click.option("--data", "data_dir", required=True, type=click.Path(path_type=str),
               help="Dataset folder the models were trained on (train split: specificity; test split: test captures).")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str),
@@ -56,7 +56,7 @@ def _lambdas(ctx, param, value):
 def evaluate(models, data_dir, out_dir, n_samples, pairs, decoupling_n, decoupling_m, lambdas, test_captures,
              retarget_pairs, dense_retarget, skip, train_embedders, ict_source, steps, similarity, noise_mm,
              no_figures, seed, overwrite):
-    """Evaluate MODEL files on a dataset with the paper's metrics and benchmarks.
+    """Evaluate MODELs (files or built-in names) on a dataset with the paper's metrics and benchmarks.
 
     \b
     Table 1 (paper §5.3): decoupling (Dec-Id, Dec-Exp; needs the dataset's
@@ -83,9 +83,9 @@ def evaluate(models, data_dir, out_dir, n_samples, pairs, decoupling_n, decoupli
         raise InputError("exists and is not a folder", out)
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise InputError("report folder exists and is not empty (pass --overwrite)", out)
-    for m in models:
-        if not Path(m).is_file():
-            raise InputError("no such model file", m)
+    from fitface.models.registry import resolve_model_path
+
+    models = [str(resolve_model_path(m)) for m in models]  # built-in names or files
     if not Path(data_dir).is_dir():
         raise InputError("no such dataset folder", data_dir)
     if ict_source is not None and not Path(ict_source).exists():

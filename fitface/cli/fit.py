@@ -14,8 +14,9 @@ _FORMATS = ("ply", "obj", "off", "stl")
 def fit_options(f):
     """Options shared by ``fit`` and ``batch`` (same names, same meaning)."""
     options = [
-        click.option("-m", "--model", type=click.Path(dir_okay=False, path_type=str), default=None,
-                     help="Model file (.safetensors). Default: the built-in model."),
+        click.option("-m", "--model", metavar="NAME|FILE", default=None,
+                     help="A built-in model (procedural, ict, ict-linear; see `fitface models`) or a model "
+                          "file (.safetensors). Default: the default built-in model."),
         click.option("--lambda", "lam", type=float, default=None,
                      help="Weight of the latent regulariser lambda*||z||^2 (paper eq. 13; Table 2 uses 0, 0.01, "
                           "10), against squared residuals in the model unit. Default 1 for 3D landmarks, "
@@ -28,7 +29,8 @@ def fit_options(f):
                      help="Landmark set of the model (default: the one with as many points as the file)."),
         click.option("--unit", default=None,
                      help="The capture's unit (mm, cm, m, in). Default: the landmark file's stated unit, else "
-                          "assumed to be the model's (the similarity's scale then absorbs a mismatch)."),
+                          "inferred from the landmarks' size against the model (m, cm or mm within a factor "
+                          "1.6; otherwise a warning and the model's unit)."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial codes."),
         click.option("--refine-surface", is_flag=True,
                      help="After the landmark fit, refine against the scan with a robust point-to-surface term."),
@@ -70,8 +72,10 @@ def fit(scan, landmarks, out_dir, model, lam, steps, restarts, landmark_set, uni
     written in the capture's own frame and unit. SCAN may be omitted (landmarks alone).
     Writes into OUT_DIR:
       fit.ply      the fitted mesh (the scan's format, or --format)
-      codes.json   model_id, codes per factor, transform, lambda, unit,
-                   landmark_residuals and landmark_rms (capture unit), surface distances
+      codes.json   model_id, model (built-in name or file), codes per factor,
+                   transform, lambda, unit (+ unit_source: argument, file,
+                   inferred or assumed), landmark_residuals and landmark_rms
+                   (capture unit), surface distances
       preview.png  shaded fit with targets and residuals coloured
     A photo (jpg, png, ...) as SCAN is lifted with mediapipe's face mesh and fitted
     through the model's "mediapipe" landmark set (results in the photo's pixel frame;

@@ -16,7 +16,7 @@ landmarks.add_command(mediapipe)
 
 
 @landmarks.command("add")
-@click.argument("model", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("model", metavar="MODEL")
 @click.argument("name")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=str))
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=str), default=None,
@@ -32,7 +32,8 @@ def add(model, name, file, out, replace):
                       JSON [{"face": f, "bary": [a, b, c]}, ...]
     Points are validated against the model's mesh. The model file changes, so its
     model_id (a hash of the file) changes too: codes fitted with the old file are then
-    refused with the new one (refit, or keep the old file for them).
+    refused with the new one (refit, or keep the old file for them). MODEL is a file or a
+    built-in model's name; a built-in model is never changed in place (pass -o FILE).
     """
     from fitface.api import add_landmark_set
 
@@ -41,9 +42,9 @@ def add(model, name, file, out, replace):
 
 
 @landmarks.command("list")
-@click.argument("model", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("model", metavar="MODEL")
 def list_(model):
-    """List the landmark sets of MODEL (name and number of points)."""
+    """List the landmark sets of MODEL (a file or a built-in name): name and number of points."""
     from fitface.api import load_fit_model
 
     dec = load_fit_model(model)

@@ -9,7 +9,7 @@ import click
 
 
 @click.command("mediapipe")
-@click.argument("model", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("model", metavar="MODEL")
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Write the new model here instead of replacing MODEL.")
 @click.option("--replace", is_flag=True, help="Recompute an existing 'mediapipe' set.")
@@ -23,7 +23,8 @@ def mediapipe(model, out, replace, mediapipe_model):
     mediapipe runs on each, its points are back-projected onto the template and a point
     is kept when 3 of the 5 views agree; face-oval contour and iris points are never
     used. The set's mediapipe indices are stored in the model's metadata. The model file
-    changes, so its model_id changes too.
+    changes, so its model_id changes too (a built-in model is never changed in place: pass
+    -o FILE).
     """
     from fitface.landmarks.correspondence import add_mediapipe_set
 

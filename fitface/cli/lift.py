@@ -12,8 +12,8 @@ import click
 @click.argument("source", type=click.Path(path_type=str))
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False, path_type=str),
               help="Landmark file to write (txt, xyz, lm, csv, json, npy, pts, pp; by suffix).")
-@click.option("-m", "--model", type=click.Path(dir_okay=False, path_type=str), default=None,
-              help="Write the points of this model's 'mediapipe' landmark set (ready for `fitface fit "
+@click.option("-m", "--model", metavar="NAME|FILE", default=None,
+              help="Write the points of this model's (a built-in name or a file) 'mediapipe' landmark set (ready for `fitface fit "
                    "--landmarks FILE -m MODEL`). Default: all of mediapipe's points in mediapipe order.")
 @click.option("--all", "all_faces", is_flag=True,
               help="Photos: one file per detected face (FILE's stem + -face0, -face1, ... largest first). "

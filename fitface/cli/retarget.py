@@ -12,8 +12,9 @@ import click
               help="codes.json of the capture whose face receives it (B).")
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False, path_type=str),
               help="Mesh file to write (.ply, .obj, .off, .stl); <stem>.codes.json is written beside it.")
-@click.option("-m", "--model", type=click.Path(dir_okay=False, path_type=str), default=None,
-              help="The model both codes come from. Default: the built-in model.")
+@click.option("-m", "--model", metavar="NAME|FILE", default=None,
+              help="The model both codes come from (a built-in name or a file). Default: the model the codes "
+                   "record (codes.json \"model\"), checked by model_id.")
 @click.option("--mode", type=click.Choice(["replace", "add"]), default="replace", show_default=True,
               help="replace: G(z_id(B), z_exp(A), z_noise(B)); add: G(z_id(B), z_exp(A) + z_exp(B), z_noise(B)).")
 @click.option("--model-frame", is_flag=True,

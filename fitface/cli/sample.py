@@ -11,8 +11,8 @@ _FORMATS = ("ply", "obj", "off", "stl")
 @click.option("-n", "--num", "n", type=click.IntRange(min=1), default=8, show_default=True, help="Number of faces.")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str),
               help="Output folder: sample_000.ply (+ .codes.json) ... and samples.png.")
-@click.option("-m", "--model", type=click.Path(dir_okay=False, path_type=str), default=None,
-              help="Model file. Default: the built-in model.")
+@click.option("-m", "--model", metavar="NAME|FILE", default=None,
+              help="A built-in model (see `fitface models`) or a model file. Default: the default built-in model.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--fix", multiple=True, metavar="FACTOR=CODES.json",
               help="Use a fitted code for a factor in every sample, e.g. --fix identity=A/codes.json. Repeatable.")
@@ -36,8 +36,9 @@ def sample(n, out_dir, model, seed, fix, shared, fmt, no_picture):
 @click.argument("code_b", type=click.Path(path_type=str))
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str),
               help="Output folder: interp_00.ply (+ .codes.json) ... and strip.png.")
-@click.option("-m", "--model", type=click.Path(dir_okay=False, path_type=str), default=None,
-              help="Model file. Default: the built-in model.")
+@click.option("-m", "--model", metavar="NAME|FILE", default=None,
+              help="The model both codes come from (a built-in name or a file). Default: the model the codes "
+                   "record (codes.json \"model\"), checked by model_id.")
 @click.option("--steps", type=click.IntRange(min=2), default=7, show_default=True, help="Number of meshes.")
 @click.option("--factor", "factors", multiple=True, metavar="FACTOR",
               help="Interpolate only this block (e.g. expression); others stay at CODE_A's. Repeatable. "

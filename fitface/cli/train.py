@@ -8,8 +8,8 @@ import click
 @click.command("train")
 @click.argument("data_dir", type=click.Path(path_type=str))
 @click.option("-c", "--config", "recipe", default="cpu", show_default=True,
-              help="Recipe name (paper, cpu, ablation_no_mesh_reg, ablation_id_class_only, "
-                   "ablation_exp_class_only, ablation_no_feature_loss) or a .toml path.")
+              help="Recipe name (paper, cpu, ict, default_model, ablation_no_mesh_reg, ablation_id_class_only, "
+                   "ablation_exp_class_only, ablation_no_feature_loss; train/recipes/) or a .toml path.")
 @click.option("-o", "--output", "run_dir", required=True, type=click.Path(file_okay=False, path_type=str),
               help="Run folder: config, logs, sample grids, checkpoint and model.safetensors.")
 @click.option("--max-steps", type=int, default=None, help="Generator steps to run (overrides epochs).")
@@ -19,7 +19,7 @@ import click
 @click.option("--batch-size", type=int, default=None, help="Global batch size.")
 @click.option("--lr", type=float, default=None, help="Learning rate of both G and D.")
 @click.option("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads).")
-@click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA.")
+@click.option("--amp/--no-amp", default=None, help="bfloat16 autocast (mixed precision) on the CPU or a CUDA GPU with bfloat16.")
 @click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE",
               help="Set any config field, e.g. --set lambda_reg=10 --set 'betas_g=[0.5,0.9]'. Repeatable.")
 @click.option("--resume", is_flag=True,

@@ -122,6 +122,9 @@ class _DecoderBase:
         self.model_id = model_id
         self.landmark_sets = dict(landmark_sets or {})
         self._rows_cache: dict[Any, LandmarkRows] = {}
+        #: built-in model name and file (set by :func:`load_decoder`; None for in-memory decoders)
+        self.model_name: str | None = None
+        self.model_path: os.PathLike | None = None
 
     @property
     def latent_dim(self) -> int:
@@ -406,11 +409,12 @@ def load_decoder(path: str | os.PathLike | None, dtype: Any = np.float32) -> MLP
     fitting does not use, are not shape-checked here).
 
     Args:
-        path: the model file (``None``: the built-in model).
+        path: the model file, a built-in model name, or ``None`` (the default built-in model).
         dtype: computation dtype (float16 files are upcast).
 
     Returns:
-        The decoder; ``model_id`` is the file's id (the same as ``load_model(path).model_id``).
+        The decoder; ``model_id`` is the file's id (the same as ``load_model(path).model_id``),
+        ``model_name`` the built-in name (None for a user's file), ``model_path`` the file.
 
     Raises:
         InputError: with a one-line message naming the file, as ``load_model``.
@@ -420,7 +424,10 @@ def load_decoder(path: str | os.PathLike | None, dtype: Any = np.float32) -> MLP
     from fitface.errors import InputError
     from fitface.models import model_file as mf
 
-    p = mf._resolve(path)
+    from fitface.models.registry import resolve_model
+
+    resolved = resolve_model(path)
+    p = resolved.path
     try:
         data = p.read_bytes()
     except OSError as exc:
@@ -455,18 +462,23 @@ def load_decoder(path: str | os.PathLike | None, dtype: Any = np.float32) -> MLP
         raise InputError(f"faces: vertex index out of range [0, {nv})", p)
     sets = {name: LandmarkSet(name, t[f"landmarks.{name}.face_index"].astype(np.int64),
                               t[f"landmarks.{name}.bary"].astype(np.float64)) for name in doc["landmark_sets"]}
+    dec: MLPDecoder | LinearDecoder
     if gen_kind == "linear":
-        return LinearDecoder(
+        dec = LinearDecoder(
             t["template"], t["generator.basis"], faces, LatentLayout.from_json(doc["latent_layout"]),
             unit=doc["unit"], landmark_sets=sets, model_id=mf.file_model_id(data), dtype=dtype,
             offset=t["generator.offset"],
         )
-    return MLPDecoder(
-        t["generator.fc.weight"], t["generator.fc.bias"], t["generator.out.weight"], t["generator.out.bias"],
-        t["template"], faces, LatentLayout.from_json(doc["latent_layout"]),
-        negative_slope=float(gen["negative_slope"]), unit=doc["unit"], landmark_sets=sets,
-        model_id=mf.file_model_id(data), dtype=dtype,
-    )
+    else:
+        dec = MLPDecoder(
+            t["generator.fc.weight"], t["generator.fc.bias"], t["generator.out.weight"], t["generator.out.bias"],
+            t["template"], faces, LatentLayout.from_json(doc["latent_layout"]),
+            negative_slope=float(gen["negative_slope"]), unit=doc["unit"], landmark_sets=sets,
+            model_id=mf.file_model_id(data), dtype=dtype,
+        )
+    dec.model_name = resolved.name  # built-in name or None
+    dec.model_path = p
+    return dec
 
 
 # ----------------------------------------------------------------------------- synthetic models

@@ -5,6 +5,7 @@ Layout (pretty JSON, UTF-8)::
     {
       "format_version": 1,
       "model_id": "<hash of the model file>",
+      "model": "ict-linear",
       "unit": "mm",
       "codes": {"identity": [0.1, ...], "expression": [...], "noise": [...]},
       "transform": {"scale": 1.0, "rotation": [[1.0, 0.0, 0.0], ...], "translation": [0.0, 0.0, 0.0]},
@@ -12,10 +13,13 @@ Layout (pretty JSON, UTF-8)::
     }
 
 Convention:
+    * ``model`` (optional) says which model made the codes: a built-in model name
+      (:mod:`fitface.models.registry`) or the absolute path of the model file. ``retarget`` and
+      ``interpolate`` load it when no model is given, and check it by ``model_id``.
     * ``transform`` maps model space to the target's space:
       ``x_target = scale * rotation @ x_model + translation`` (x as a column 3-vector),
       translation in ``unit``; rotation is a proper rotation (orthonormal, det +1).
-    * Every key other than format_version/model_id/codes/transform/unit is kept in
+    * Every key other than format_version/model_id/model/codes/transform/unit is kept in
       :attr:`Codes.extra` and written back unchanged (numpy arrays and scalars become
       JSON lists and numbers).
     * Floats are written with ``repr`` (shortest exact form), so a float64 round trip is
@@ -47,7 +51,7 @@ FORMAT_VERSION = 1
 #: enough for a rotation stored in float32, tight enough to catch a non-rotation.
 ROTATION_ATOL = 1e-5
 
-_RESERVED = ("format_version", "model_id", "codes", "transform", "unit")
+_RESERVED = ("format_version", "model_id", "model", "codes", "transform", "unit")
 
 
 @dataclass
@@ -61,6 +65,8 @@ class Codes:
             "translation": 3 list} (see the module's convention).
         unit: the length unit of the transform's translation and of fitted geometry.
         extra: any other JSON keys (lambda, landmark_residuals, landmark_rms, ...).
+        model: the model that made the codes: a built-in model name or a model file's absolute
+            path (None: not recorded, as in files written before fitface recorded it).
     """
 
     model_id: str
@@ -68,6 +74,7 @@ class Codes:
     transform: dict | None = None
     unit: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None
 
     def code(self, name: str) -> np.ndarray:
         """The code of factor ``name`` as (n,) float64; KeyError lists the factors."""
@@ -130,8 +137,11 @@ def _validate(doc: dict, fail: Callable[[str], Exception]) -> Codes:
     unit = doc.get("unit")
     if unit is not None and (not isinstance(unit, str) or unit not in UNITS):
         raise fail(f"unit: unknown unit {unit!r}; use one of {', '.join(UNITS)}")
+    model = doc.get("model")
+    if model is not None and (not isinstance(model, str) or not model or "\n" in model):
+        raise fail(f"model: expected a model name or file path (a non-empty string), got {model!r:.60}")
     extra = {k: v for k, v in doc.items() if k not in _RESERVED}
-    return Codes(model_id, codes, transform, unit, extra)
+    return Codes(model_id, codes, transform, unit, extra, model)
 
 
 def _validate_transform(t: Any, fail: Callable[[str], Exception]) -> dict:
@@ -242,6 +252,7 @@ def write_codes(path: str | os.PathLike, codes: Codes) -> None:
     doc = {
         "format_version": FORMAT_VERSION,
         "model_id": codes.model_id,
+        "model": codes.model,
         "unit": codes.unit,
         "codes": codes.codes,
         "transform": codes.transform,
@@ -249,6 +260,8 @@ def write_codes(path: str | os.PathLike, codes: Codes) -> None:
     doc = {k: v for k, v in doc.items() if v is not None or k in ("model_id", "codes")}
     checked = _validate(doc, ValueError)  # normalises numpy values to floats
     out: dict[str, Any] = {"format_version": FORMAT_VERSION, "model_id": checked.model_id}
+    if checked.model is not None:
+        out["model"] = checked.model
     if checked.unit is not None:
         out["unit"] = checked.unit
     out["codes"] = checked.codes
