@@ -132,3 +132,23 @@ def test_proxy_evaluation_is_logged_during_training(tiny, tmp_path):
         assert 0 <= float(r["proxy_coef_ratio_identity"]) < 2 and np.isfinite(float(r["proxy_div"]))
     # a warm-start-free G at step 0 is (almost) the template: no diversity yet
     assert float(rows[0]["proxy_div"]) < 0.1 < float(rows[0]["proxy_ref_div"])
+
+
+def test_cross_projection_penalty_sees_an_additive_leak():
+    ident, expr = slice(0, 3), slice(3, 5)
+    layout = LatentLayout((("identity", 3), ("expression", 2)))
+    z = interaction_codes(layout, "expression", 64, torch_generator(0, 0, "t")).view(64, 4, 5).double()
+    clean = z.clone()  # the linear model's own coefficients: each block moves only itself
+    assert float(L.cross_projection_penalty(clean, ident, expr)) == 0.0
+    leak = clean.clone()
+    leak[..., 3] += 0.5 * z[..., 0]  # identity code 0 adds an expression-mode displacement (additively)
+    assert float(L.interaction_penalty(leak)) < 1e-24  # invisible to the interaction penalty
+    # E|0.5 (a0 - b0)|^2 = 0.5, counted in one of the two halves
+    assert float(L.cross_projection_penalty(leak, ident, expr)) == pytest.approx(0.25, rel=0.3)
+
+
+def test_projection_penalty_is_zero_at_the_warm_start(tiny, tmp_path):
+    cfg = load_config("cpu", {**FAST, "init": "linear_3dmm", "lambda_projection": 1.0, "max_steps": 1})
+    tr = Trainer(tiny, cfg, tmp_path / "run")
+    v = tr.step(0)
+    assert v["g_proj"] < 1e-6 and tr.projector.shape[1] == 3 * 4285

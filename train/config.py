@@ -124,6 +124,10 @@ class TrainConfig:
     #: Weight of the interaction penalty (:func:`fitface.train.losses.interaction_penalty`):
     #: what an expression code does to a face must not depend on the identity code.
     lambda_interaction: float = 0.0
+    #: Weight of the cross-projection penalty (:func:`fitface.train.losses.cross_projection_penalty`):
+    #: an identity change may not move a face along the linear 3DMM's expression modes, nor an
+    #: expression change along its identity modes. Builds the 3DMM of the training split.
+    lambda_projection: float = 0.0
     #: Code quadruples per generator step for the interaction penalty.
     interaction_pairs: int = 32
     #: Vertices (random, per step) on which the interaction penalty is evaluated (0 = all).
@@ -219,8 +223,9 @@ class TrainConfig:
         for name in ("critic_warmup", "interaction_vertices", "proxy_every", "snapshot_every"):
             if getattr(self, name) < 0:
                 bad(name, "must be >= 0")
-        if not self.lambda_interaction >= 0:
-            bad("lambda_interaction", "must be >= 0")
+        for name in ("lambda_interaction", "lambda_projection"):
+            if not getattr(self, name) >= 0:
+                bad(name, "must be >= 0")
         if self.interaction_pairs < 1:
             bad("interaction_pairs", "must be >= 1")
         if self.image_size < 16 or self.image_size % 16:

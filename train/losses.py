@@ -177,3 +177,32 @@ def interaction_penalty(quads: torch.Tensor) -> torch.Tensor:
     check_shape("quads", quads, (None, 4, None))
     mixed = (quads[:, 0] - quads[:, 1]) - (quads[:, 2] - quads[:, 3])  # (n, F)
     return mixed.square().mean()
+
+
+def cross_projection_penalty(coef: torch.Tensor, identity: slice, expression: slice) -> torch.Tensor:
+    """Cross-projection penalty: an identity change must not move a face along what the linear
+    3DMM calls expression, nor an expression change along what it calls identity.
+
+    ``P = [P_I; P_E]`` is the least-squares coefficient projector of the additive linear 3DMM
+    of the training split (``pinv([B_I, B_E])``: built from identity and neutral labels, like
+    the baseline itself, never from generating coefficients). For quadruples
+    ``[G(a, e), G(a, e'), G(b, e), G(b, e')]`` with projected coefficients ``c = P G``:
+
+    ``L_proj = mean(|P_E (G(a, e) - G(b, e))|^2 + |P_E (G(a, e') - G(b, e'))|^2
+    + |P_I (G(a, e) - G(a, e'))|^2 + |P_I (G(b, e) - G(b, e'))|^2) / 4``
+
+    (means over quadruples; squared norms summed over coefficients). The linear 3DMM itself
+    scores 0; the interaction penalty cannot see a leak that is additive (an identity code
+    that adds an expression-like displacement), this one can.
+
+    Args:
+        coef: (n, 4, K) float projected coefficients of the quadruples (code units).
+        identity, expression: the slices of ``K`` holding ``P_I`` and ``P_E``.
+
+    Returns:
+        () float.
+    """
+    check_shape("coef", coef, (None, 4, None))
+    d_id = coef[:, [0, 1]] - coef[:, [2, 3]]  # (n, 2, K) identity changes
+    d_ex = coef[:, [0, 2]] - coef[:, [1, 3]]  # (n, 2, K) expression changes
+    return (d_id[..., expression].square().sum(-1).mean() + d_ex[..., identity].square().sum(-1).mean()) / 2

@@ -33,6 +33,12 @@ untrained generator's): ``2 captures + 3 retarget_pairs`` of them per call, the 
 well under a second. ``__call__(model, parts=...)`` runs a subset of the parts (e.g. the
 seconds-long ``coefficients``, ``diversity``, ``specificity``) between full proxy calls.
 
+Use::
+
+    from fitface.train.proxy_eval import ProxyEvaluator
+    proxy = ProxyEvaluator("data/ict", ict_source="ict_face_light.npz", log=print)  # ~30-50 s, once
+    row = proxy(trainer.build_face_model(step)).as_row()                         # a flat dict
+
 Reference values (computed once at set-up, model-independent; ``ref_*`` keys of the row):
     * ``ref_div``, ``ref_div_identity``, ``ref_div_expression``: the training split's diversity
       from its labels (:func:`fitface.train.report.training_diversity`, the "Training data" row
@@ -222,15 +228,21 @@ def fit_decoder(model, dtype: Any = np.float32):
     Raises:
         ValueError: another generator kind.
     """
+    import torch
+
     from fitface.fitting.decoder import LinearDecoder, MLPDecoder
 
-    def arr(t) -> np.ndarray:  # a copy, in the decoder's dtype
-        return np.array(t.detach().float().cpu().numpy(), dtype=dtype)
+    wide = np.dtype(dtype) == np.float64
+
+    def arr(t) -> np.ndarray:  # a copy on the CPU, in the decoder's dtype
+        return np.array(t.detach().to("cpu", torch.float64 if wide else torch.float32).numpy(), dtype=dtype)
 
     g = model.generator
     kind = model.generator_kind
+    # the file's id when the model was loaded from / saved to one (FaceModel.model_id would
+    # otherwise hash every weight); the id only has to match the codes of this decoder
     common = dict(unit=model.unit, landmark_sets=dict(model.landmark_sets),
-                  model_id=model._model_id or "in-memory", dtype=dtype)
+                  model_id=getattr(model, "_model_id", None) or "in-memory", dtype=dtype)
     template = model.template.detach().cpu().double().numpy()
     faces = model.faces.detach().cpu().numpy()
     if kind == "linear":

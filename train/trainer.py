@@ -62,7 +62,7 @@ RESUME_FIXED = ("seed", "latent_dims", "default_factor_dim", "noise_dim", "hidde
                 "batch_size", "critic_steps", "split", "classify", "label_sampling", "critic_codes", "log_every")
 
 LOSS_COLUMNS = ["step", "epoch", "phase", "d_loss", "d_gap", "d_gp", "d_cls", "g_loss", "g_gan", "g_cls",
-                "g_feat", "g_reg", "g_int", "reg_share", "it_per_s", "samples_per_s", "elapsed_s"]
+                "g_feat", "g_reg", "g_int", "g_proj", "reg_share", "it_per_s", "samples_per_s", "elapsed_s"]
 
 
 class CriticOutput(NamedTuple):
@@ -107,13 +107,20 @@ class GeneratorPass(nn.Module):
         super().__init__()
         self.G = G
 
-    def forward(self, z: torch.Tensor, zq: torch.Tensor | None = None, rows: torch.Tensor | None = None):
-        """z: (b, D) -> (b, V, 3) displacements; with zq (q, D) and rows (3L,) also (q, 3L)."""
+    def forward(self, z: torch.Tensor, zq: torch.Tensor | None = None, rows: torch.Tensor | None = None,
+                proj: torch.Tensor | None = None):
+        """z: (b, D) -> (b, V, 3) displacements; with zq (q, D) and rows (3L,) also the (q, 3L)
+        selected outputs; with proj (K, 3V) also the (q, K) projected outputs ``proj @ G(zq)``
+        (through ``proj @ W2``: K x H, never the full decode)."""
         disp = self.G(z)
         if zq is None:
             return disp
         h = self.G.hidden(zq)  # (q, H)
-        return disp, F.linear(h, self.G.out.weight[rows], self.G.out.bias[rows])  # (q, 3L)
+        sub = F.linear(h, self.G.out.weight[rows], self.G.out.bias[rows])  # (q, 3L)
+        if proj is None:
+            return disp, sub, None
+        coef = F.linear(h, proj @ self.G.out.weight, proj @ self.G.out.bias)  # (q, K)
+        return disp, sub, coef
 
 
 #: Adam options that pick a kernel, not the maths (chosen per machine, never restored).
@@ -356,6 +363,9 @@ class Trainer:
         self.warm_start = None
         if cfg.init == "linear_3dmm" and ckpt is None:
             self._warm_start(template64)
+        self.projector = None  # (K, 3V) [P_I; P_E] of the cross-projection penalty
+        if cfg.lambda_projection > 0:
+            self._build_projector(template64)
         self.G_ema = None
         if cfg.ema_decay > 0:
             import copy
@@ -377,7 +387,7 @@ class Trainer:
         # the modules trained through DDP under torchrun (self.G / self.D themselves otherwise);
         # self.G / self.D stay the plain networks (checkpoints, sampling, the G step's frozen D)
         self.G_train = wrap_ddp(GeneratorPass(self.G), self.ctx, self.device)
-        if cfg.lambda_interaction > 0 and cfg.interaction_pairs % self.ctx.world_size:
+        if (cfg.lambda_interaction > 0 or cfg.lambda_projection > 0) and cfg.interaction_pairs % self.ctx.world_size:
             raise InputError(f"interaction_pairs {cfg.interaction_pairs} must be a multiple of {self.ctx.world_size} "
                              f"processes")
         self.critic_pass = wrap_ddp(CriticPass(self.D), self.ctx, self.device, find_unused_parameters=True)
@@ -428,6 +438,19 @@ class Trainer:
                 have = ~torch.isnan(torch.from_numpy(c[:, 0]))
                 self.codes[f][have] = torch.from_numpy(c)[have]
         self.warm_start = ws
+
+    def _build_projector(self, template64: np.ndarray) -> None:
+        """The linear 3DMM's least-squares coefficient projector (rebuilt identically on resume)."""
+        from .warm_start import linear_warm_start
+
+        ws = self.warm_start or linear_warm_start(self.data.dataset, self.cfg.split, self.layout, template64)
+        sl_i, sl_e = self.layout.slice("identity"), self.layout.slice(self.factors[-1])
+        cols = [c for c in list(range(sl_i.start, sl_i.stop)) + list(range(sl_e.start, sl_e.stop))
+                if np.abs(ws.basis[:, c]).sum() > 0]
+        pinv = np.linalg.pinv(ws.basis[:, cols])  # (K, 3V)
+        n_id = sum(1 for c in cols if c < sl_i.stop)
+        self.projector = torch.from_numpy(pinv.astype(np.float32)).to(self.device)
+        self.proj_slices = (slice(0, n_id), slice(n_id, len(cols)))
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -549,20 +572,22 @@ class Trainer:
         cfg = self.cfg
         t0 = time.perf_counter()
         z, factor, labels = self._codes(step, "codes")
-        use_int = cfg.lambda_interaction > 0
+        use_int = cfg.lambda_interaction > 0 or cfg.lambda_projection > 0
         for p in self.D.parameters():
             p.requires_grad_(False)
         try:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
                 if use_int:
                     zq, rows = self._interaction_batch(step)
-                    disp, sub = self.G_train(z, zq, rows)  # (b, V, 3), (4q, 3L)
+                    disp, sub, coef = self.G_train(z, zq, rows, self.projector)  # (b, V, 3), (4q, 3L), (4q, K)
                 else:
                     disp = self.G_train(z)  # (b, V, 3)
             disp = disp.float()
-            inter = disp.new_zeros(())
+            inter, proj = disp.new_zeros(()), disp.new_zeros(())
             if use_int:
                 inter = L.interaction_penalty(sub.float().view(-1, 4, sub.shape[1]) * (1.0 / self.scale))
+            if cfg.lambda_projection > 0:
+                proj = L.cross_projection_penalty(coef.float().view(-1, 4, coef.shape[1]), *self.proj_slices)
             t0 = self._tick("generator", t0)
             reg = self.regularizer(disp).mean() if cfg.lambda_reg > 0 else disp.new_zeros(())
             t0 = self._tick("regularizer", t0)
@@ -581,7 +606,7 @@ class Trainer:
                         feat = feat + L.pair_feature_loss(out.features[f].float())
             total = cfg.lambda_gan * gan + cfg.lambda_cls * cls + cfg.lambda_feat * feat + cfg.lambda_reg * reg
             if use_int:
-                total = total + cfg.lambda_interaction * inter
+                total = total + cfg.lambda_interaction * inter + cfg.lambda_projection * proj
             self.opt_g.zero_grad(set_to_none=True)
             total.backward()  # under torchrun, DDP averages G's gradients here
         finally:
@@ -594,7 +619,7 @@ class Trainer:
             self.folded.refresh(self.G)
         self._tick("discriminator", t0)  # D forward/backward dominate the remainder
         v = {"g_loss": total.item(), "g_gan": gan.item(), "g_cls": cls.item(), "g_feat": feat.item(),
-             "g_reg": reg.item(), "g_int": inter.item()}
+             "g_reg": reg.item(), "g_int": inter.item(), "g_proj": proj.item()}
         terms = [abs(cfg.lambda_gan * v["g_gan"]), abs(cfg.lambda_cls * v["g_cls"]),
                  abs(cfg.lambda_feat * v["g_feat"]), abs(cfg.lambda_reg * v["g_reg"])]
         v["reg_share"] = terms[3] / sum(terms) if sum(terms) > 0 else 0.0
