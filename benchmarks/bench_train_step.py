@@ -18,7 +18,7 @@ Usage::
 ``--compare`` times named variants of the cpu recipe in one process, one step of each in
 turn (so a busy machine slows all of them alike), and reports each median step and its
 speed-up over the first variant: ``fp32`` (the cpu recipe as it was), ``bf16`` (bfloat16
-autocast, ``amp = true``) and ``ict`` (the recipe of the shipped ICT model:
+autocast, ``amp = true``), ``bf16_cl`` (and the critic in channels_last) and ``ict`` (the recipe of the shipped ICT model:
 train/recipes/ict.toml, with its interaction penalty and weight average, without its
 warm start, which costs nothing per step).
 
@@ -180,7 +180,8 @@ def bench(data_dir: Path, steps: int, batch: int, threads: int, fold: bool) -> d
 
 
 #: ``--compare`` variants: overrides of the cpu recipe (or a recipe name).
-VARIANTS = {"fp32": ("cpu", {}), "bf16": ("cpu", {"amp": True}), "ict": ("ict", {"init": "random",
+VARIANTS = {"fp32": ("cpu", {}), "bf16": ("cpu", {"amp": True}),
+            "bf16_cl": ("cpu", {"amp": True, "channels_last": True}), "ict": ("ict", {"init": "random",
                                                                               "fixed_codes_init": "random",
                                                                               "critic_warmup": 0})}
 

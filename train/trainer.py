@@ -81,13 +81,16 @@ class CriticPass(nn.Module):
     backward then run over b samples, not the 3b of a joint forward (about 2x slower, same
     gradients)."""
 
-    def __init__(self, D: "Discriminator"):
+    def __init__(self, D: "Discriminator", channels_last: bool = False):
         super().__init__()
         self.D = D
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def forward(self, real_fake: torch.Tensor, x_hat: torch.Tensor, rows: dict) -> CriticOutput:
         """real_fake: (2b, 3, S, S) [real; fake]; x_hat: (b, 3, S, S); rows: {factor: (r,) int64
         indices into the real half} -> :class:`CriticOutput`."""
+        real_fake = real_fake.contiguous(memory_format=self.memory_format)
+        x_hat = x_hat.contiguous(memory_format=self.memory_format)
         trunk = self.D.trunk(real_fake)  # (2b, C, S/4, S/4)
         _, scores = self.D.critic(trunk)  # (2b, 1)
         _, scores_hat = self.D.critic(self.D.trunk(x_hat))  # (b, 1)
@@ -357,6 +360,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.G = Generator(self.layout.dim, ds.num_vertices, cfg.hidden, cfg.negative_slope).to(self.device)
         self.D = Discriminator(self.num_classes, cfg.image_size, cfg.negative_slope).to(self.device)
+        if cfg.channels_last:
+            self.D.to(memory_format=torch.channels_last)
         self.opt_g = adam(self.G.parameters(), cfg.lr_g, cfg.betas_g)
         self.opt_d = adam(self.D.parameters(), cfg.lr_d, cfg.betas_d)
         self.codes = fixed_codes(self.layout, self.num_classes, cfg.seed)
@@ -390,7 +395,7 @@ class Trainer:
         if (cfg.lambda_interaction > 0 or cfg.lambda_projection > 0) and cfg.interaction_pairs % self.ctx.world_size:
             raise InputError(f"interaction_pairs {cfg.interaction_pairs} must be a multiple of {self.ctx.world_size} "
                              f"processes")
-        self.critic_pass = wrap_ddp(CriticPass(self.D), self.ctx, self.device, find_unused_parameters=True)
+        self.critic_pass = wrap_ddp(CriticPass(self.D, cfg.channels_last), self.ctx, self.device, find_unused_parameters=True)
         self.codes_dev = {k: v.to(self.device) for k, v in self.codes.items()}
 
         # --- labels, class weights, label sampling -------------------------------------
@@ -593,6 +598,8 @@ class Trainer:
             t0 = self._tick("regularizer", t0)
             img = self._noise(self._images(disp), step, "gen")
             t0 = self._tick("mapping", t0)
+            if cfg.channels_last:
+                img = img.contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
                 out = self.D(img)
             gan = -out.critic.float().mean()
