@@ -151,4 +151,24 @@ def test_projection_penalty_is_zero_at_the_warm_start(tiny, tmp_path):
     cfg = load_config("cpu", {**FAST, "init": "linear_3dmm", "lambda_projection": 1.0, "max_steps": 1})
     tr = Trainer(tiny, cfg, tmp_path / "run")
     v = tr.step(0)
-    assert v["g_proj"] < 1e-6 and tr.projector.shape[1] == 3 * 4285
+    assert v["g_proj"] < 1e-6 and tr.projector.shape[1] == 3 * 4285 and v["g_sub"] == 0
+
+
+def test_subspace_penalty_is_the_residual_outside_the_modes():
+    q, _ = torch.linalg.qr(torch.randn(12, 3, dtype=torch.float64))
+    inside = torch.randn(5, 3, dtype=torch.float64) @ q.T  # (5, 12) in the span
+    assert float(L.subspace_penalty(inside, q)) < 1e-28
+    out = torch.randn(5, 12, dtype=torch.float64)
+    resid = out - out @ q @ q.T
+    assert float(L.subspace_penalty(out, q)) == pytest.approx(float(resid.square().mean()), rel=1e-12)
+    assert float(L.subspace_penalty(inside + resid, q)) == pytest.approx(float(resid.square().mean()), rel=1e-9)
+
+
+def test_subspace_penalty_is_zero_at_the_warm_start_and_trains(tiny, tmp_path):
+    cfg = load_config("cpu", {**FAST, "init": "linear_3dmm", "lambda_subspace": 1.0, "lambda_projection": 1.0,
+                              "subspace_pairs": 2, "max_steps": 2})
+    tr = Trainer(tiny, cfg, tmp_path / "run")
+    v0 = tr.step(0)
+    assert v0["g_sub"] < 1e-8 and v0["g_proj"] < 1e-6
+    v1 = tr.step(1)
+    assert np.isfinite(v1["g_sub"])

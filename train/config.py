@@ -131,6 +131,12 @@ class TrainConfig:
     #: an identity change may not move a face along the linear 3DMM's expression modes, nor an
     #: expression change along its identity modes. Builds the 3DMM of the training split.
     lambda_projection: float = 0.0
+    #: Weight of the identity-subspace penalty (:func:`fitface.train.losses.subspace_penalty`):
+    #: an identity change stays in the linear 3DMM's identity subspace (full decodes of the
+    #: first ``subspace_pairs`` quadruples).
+    lambda_subspace: float = 0.0
+    #: Quadruples (of the interaction batch) decoded in full for the subspace penalty.
+    subspace_pairs: int = 8
     #: Code quadruples per generator step for the interaction penalty.
     interaction_pairs: int = 32
     #: Vertices (random, per step) on which the interaction penalty is evaluated (0 = all).
@@ -226,11 +232,13 @@ class TrainConfig:
         for name in ("critic_warmup", "interaction_vertices", "proxy_every", "snapshot_every"):
             if getattr(self, name) < 0:
                 bad(name, "must be >= 0")
-        for name in ("lambda_interaction", "lambda_projection"):
+        for name in ("lambda_interaction", "lambda_projection", "lambda_subspace"):
             if not getattr(self, name) >= 0:
                 bad(name, "must be >= 0")
         if self.interaction_pairs < 1:
             bad("interaction_pairs", "must be >= 1")
+        if self.lambda_subspace > 0 and not 1 <= self.subspace_pairs <= self.interaction_pairs:
+            bad("subspace_pairs", "must be in [1, interaction_pairs]")
         if self.image_size < 16 or self.image_size % 16:
             bad("image_size", "must be a positive multiple of 16")
         if self.noise_dim < 0 or self.hidden < 1 or self.default_factor_dim < 1:

@@ -62,7 +62,7 @@ RESUME_FIXED = ("seed", "latent_dims", "default_factor_dim", "noise_dim", "hidde
                 "batch_size", "critic_steps", "split", "classify", "label_sampling", "critic_codes", "log_every")
 
 LOSS_COLUMNS = ["step", "epoch", "phase", "d_loss", "d_gap", "d_gp", "d_cls", "g_loss", "g_gan", "g_cls",
-                "g_feat", "g_reg", "g_int", "g_proj", "reg_share", "it_per_s", "samples_per_s", "elapsed_s"]
+                "g_feat", "g_reg", "g_int", "g_proj", "g_sub", "reg_share", "it_per_s", "samples_per_s", "elapsed_s"]
 
 
 class CriticOutput(NamedTuple):
@@ -111,19 +111,19 @@ class GeneratorPass(nn.Module):
         self.G = G
 
     def forward(self, z: torch.Tensor, zq: torch.Tensor | None = None, rows: torch.Tensor | None = None,
-                proj: torch.Tensor | None = None):
+                proj: torch.Tensor | None = None, full: int = 0):
         """z: (b, D) -> (b, V, 3) displacements; with zq (q, D) and rows (3L,) also the (q, 3L)
         selected outputs; with proj (K, 3V) also the (q, K) projected outputs ``proj @ G(zq)``
-        (through ``proj @ W2``: K x H, never the full decode)."""
+        (through ``proj @ W2``: K x H, never the full decode); with ``full = f`` also the (f, 3V)
+        full decodes of the first f rows of zq."""
         disp = self.G(z)
         if zq is None:
             return disp
         h = self.G.hidden(zq)  # (q, H)
         sub = F.linear(h, self.G.out.weight[rows], self.G.out.bias[rows])  # (q, 3L)
-        if proj is None:
-            return disp, sub, None
-        coef = F.linear(h, proj @ self.G.out.weight, proj @ self.G.out.bias)  # (q, K)
-        return disp, sub, coef
+        coef = None if proj is None else F.linear(h, proj @ self.G.out.weight, proj @ self.G.out.bias)  # (q, K)
+        dense = self.G.out(h[:full]) if full else None  # (f, 3V)
+        return disp, sub, coef, dense
 
 
 #: Adam options that pick a kernel, not the maths (chosen per machine, never restored).
@@ -369,7 +369,7 @@ class Trainer:
         if cfg.init == "linear_3dmm" and ckpt is None:
             self._warm_start(template64)
         self.projector = None  # (K, 3V) [P_I; P_E] of the cross-projection penalty
-        if cfg.lambda_projection > 0:
+        if cfg.lambda_projection > 0 or cfg.lambda_subspace > 0:
             self._build_projector(template64)
         self.G_ema = None
         if cfg.ema_decay > 0:
@@ -456,6 +456,8 @@ class Trainer:
         n_id = sum(1 for c in cols if c < sl_i.stop)
         self.projector = torch.from_numpy(pinv.astype(np.float32)).to(self.device)
         self.proj_slices = (slice(0, n_id), slice(n_id, len(cols)))
+        q, _ = np.linalg.qr(ws.basis[:, cols[:n_id]])  # (3V, k) orthonormal identity modes
+        self.identity_basis = torch.from_numpy(q.astype(np.float32)).to(self.device)
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -577,22 +579,28 @@ class Trainer:
         cfg = self.cfg
         t0 = time.perf_counter()
         z, factor, labels = self._codes(step, "codes")
-        use_int = cfg.lambda_interaction > 0 or cfg.lambda_projection > 0
+        use_int = cfg.lambda_interaction > 0 or cfg.lambda_projection > 0 or cfg.lambda_subspace > 0
+        n_full = 4 * cfg.subspace_pairs // self.ctx.world_size if cfg.lambda_subspace > 0 else 0
         for p in self.D.parameters():
             p.requires_grad_(False)
         try:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
                 if use_int:
                     zq, rows = self._interaction_batch(step)
-                    disp, sub, coef = self.G_train(z, zq, rows, self.projector)  # (b, V, 3), (4q, 3L), (4q, K)
+                    disp, sub, coef, dense = self.G_train(z, zq, rows, self.projector if cfg.lambda_projection > 0
+                                                          else None, n_full)  # (b,V,3) (4q,3L) (4q,K) (f,3V)
                 else:
                     disp = self.G_train(z)  # (b, V, 3)
             disp = disp.float()
-            inter, proj = disp.new_zeros(()), disp.new_zeros(())
+            inter, proj, subsp = disp.new_zeros(()), disp.new_zeros(()), disp.new_zeros(())
             if use_int:
                 inter = L.interaction_penalty(sub.float().view(-1, 4, sub.shape[1]) * (1.0 / self.scale))
             if cfg.lambda_projection > 0:
                 proj = L.cross_projection_penalty(coef.float().view(-1, 4, coef.shape[1]), *self.proj_slices)
+            if n_full:
+                d = dense.float().view(-1, 4, dense.shape[1]) * (1.0 / self.scale)  # (f/4, 4, 3V)
+                changes = (d[:, [0, 1]] - d[:, [2, 3]]).reshape(-1, d.shape[2])  # identity changes
+                subsp = L.subspace_penalty(changes, self.identity_basis)
             t0 = self._tick("generator", t0)
             reg = self.regularizer(disp).mean() if cfg.lambda_reg > 0 else disp.new_zeros(())
             t0 = self._tick("regularizer", t0)
@@ -613,7 +621,8 @@ class Trainer:
                         feat = feat + L.pair_feature_loss(out.features[f].float())
             total = cfg.lambda_gan * gan + cfg.lambda_cls * cls + cfg.lambda_feat * feat + cfg.lambda_reg * reg
             if use_int:
-                total = total + cfg.lambda_interaction * inter + cfg.lambda_projection * proj
+                total = total + cfg.lambda_interaction * inter + cfg.lambda_projection * proj + \
+                    cfg.lambda_subspace * subsp
             self.opt_g.zero_grad(set_to_none=True)
             total.backward()  # under torchrun, DDP averages G's gradients here
         finally:
@@ -626,7 +635,8 @@ class Trainer:
             self.folded.refresh(self.G)
         self._tick("discriminator", t0)  # D forward/backward dominate the remainder
         v = {"g_loss": total.item(), "g_gan": gan.item(), "g_cls": cls.item(), "g_feat": feat.item(),
-             "g_reg": reg.item(), "g_int": inter.item(), "g_proj": proj.item()}
+             "g_reg": reg.item(), "g_int": inter.item(), "g_proj": proj.item(),
+             "g_sub": subsp.item()}
         terms = [abs(cfg.lambda_gan * v["g_gan"]), abs(cfg.lambda_cls * v["g_cls"]),
                  abs(cfg.lambda_feat * v["g_feat"]), abs(cfg.lambda_reg * v["g_reg"])]
         v["reg_share"] = terms[3] / sum(terms) if sum(terms) > 0 else 0.0
