@@ -172,3 +172,12 @@ def test_subspace_penalty_is_zero_at_the_warm_start_and_trains(tiny, tmp_path):
     assert v0["g_sub"] < 1e-8 and v0["g_proj"] < 1e-6
     v1 = tr.step(1)
     assert np.isfinite(v1["g_sub"])
+
+
+def test_identity_anchor_is_zero_for_the_3dmm_and_sees_a_rescaled_identity(tiny, tmp_path):
+    cfg = load_config("cpu", {**FAST, "init": "linear_3dmm", "lambda_anchor": 1.0, "max_steps": 1})
+    tr = Trainer(tiny, cfg, tmp_path / "run")
+    assert tr.step(0)["g_anchor"] < 1e-6  # the warm start is the 3DMM: codes are its coefficients
+    with torch.no_grad():  # identity modes at twice their size: the anchor sees it
+        tr.G.out.weight.mul_(2.0)
+    assert tr.generator_step(1)["g_anchor"] > 1.0

@@ -135,6 +135,9 @@ class TrainConfig:
     #: an identity change stays in the linear 3DMM's identity subspace (full decodes of the
     #: first ``subspace_pairs`` quadruples).
     lambda_subspace: float = 0.0
+    #: Weight of the identity-anchor penalty (:func:`fitface.train.losses.identity_anchor_penalty`):
+    #: identity changes move the linear 3DMM's identity coefficients as the identity code moved.
+    lambda_anchor: float = 0.0
     #: Quadruples (of the interaction batch) decoded in full for the subspace penalty.
     subspace_pairs: int = 8
     #: Code quadruples per generator step for the interaction penalty.
@@ -232,7 +235,7 @@ class TrainConfig:
         for name in ("critic_warmup", "interaction_vertices", "proxy_every", "snapshot_every"):
             if getattr(self, name) < 0:
                 bad(name, "must be >= 0")
-        for name in ("lambda_interaction", "lambda_projection", "lambda_subspace"):
+        for name in ("lambda_interaction", "lambda_projection", "lambda_subspace", "lambda_anchor"):
             if not getattr(self, name) >= 0:
                 bad(name, "must be >= 0")
         if self.interaction_pairs < 1:

@@ -230,3 +230,25 @@ def subspace_penalty(changes: torch.Tensor, basis: torch.Tensor) -> torch.Tensor
     check_shape("basis", basis, (changes.shape[1], None))
     resid = changes - (changes @ basis) @ basis.T  # (n, F)
     return resid.square().mean()
+
+
+def identity_anchor_penalty(coef_changes: torch.Tensor, code_changes: torch.Tensor) -> torch.Tensor:
+    """Identity-anchor penalty: an identity change moves the face's linear-3DMM identity
+    coefficients by exactly the change of the identity code, as the 3DMM does.
+
+    ``L_anc = mean_i |P_I (G(a, e) - G(b, e)) - (a - b)|^2`` (squared norms over the identity
+    modes the data supports). With the identity-subspace penalty it keeps the identity factor the
+    3DMM's (linear and in its subspace) and leaves expression, and how expressions play out on
+    each identity, to the adversarial game: the critic can no longer buy variation it misses
+    from the identity code.
+
+    Args:
+        coef_changes: (n, k) float projected identity coefficients of identity changes.
+        code_changes: (n, k) float the identity code differences of the same pairs.
+
+    Returns:
+        () float.
+    """
+    check_shape("coef_changes", coef_changes, (None, None))
+    check_shape("code_changes", code_changes, tuple(coef_changes.shape))
+    return (coef_changes - code_changes).square().sum(-1).mean()

@@ -17,6 +17,13 @@ displacement std (a scalar computed once from the training split, stored in the 
 and the model file's metadata as ``displacement_scale``). Instance noise ``sigma`` is thus in
 units of ``s``.
 
+Levers beyond the paper (config fields, off in the paper's recipe; docs/training.md): a warm
+start from the exact linear 3DMM (:mod:`.warm_start`) with class codes T and critic-only warm-up
+steps; the interaction, cross-projection and identity-subspace penalties in the generator step
+(code quadruples of :func:`.sampling.interaction_codes`, decoded through :class:`GeneratorPass`);
+an exponential moving average of G (``G_eval``: what metrics, grids, snapshots and the model
+use); bfloat16 autocast on the CPU; the proxy evaluation (:mod:`.proxy_eval`) in metrics.csv.
+
 Every draw of step ``s`` is a pure function of ``(seed, s)`` (:mod:`.sampling`), so
 ``--resume`` repeats an uninterrupted run exactly (bit-exact on CPU with the same thread
 count).
@@ -62,7 +69,7 @@ RESUME_FIXED = ("seed", "latent_dims", "default_factor_dim", "noise_dim", "hidde
                 "batch_size", "critic_steps", "split", "classify", "label_sampling", "critic_codes", "log_every")
 
 LOSS_COLUMNS = ["step", "epoch", "phase", "d_loss", "d_gap", "d_gp", "d_cls", "g_loss", "g_gan", "g_cls",
-                "g_feat", "g_reg", "g_int", "g_proj", "g_sub", "reg_share", "it_per_s", "samples_per_s", "elapsed_s"]
+                "g_feat", "g_reg", "g_int", "g_proj", "g_sub", "g_anchor", "reg_share", "it_per_s", "samples_per_s", "elapsed_s"]
 
 
 class CriticOutput(NamedTuple):
@@ -369,7 +376,7 @@ class Trainer:
         if cfg.init == "linear_3dmm" and ckpt is None:
             self._warm_start(template64)
         self.projector = None  # (K, 3V) [P_I; P_E] of the cross-projection penalty
-        if cfg.lambda_projection > 0 or cfg.lambda_subspace > 0:
+        if cfg.lambda_projection > 0 or cfg.lambda_subspace > 0 or cfg.lambda_anchor > 0:
             self._build_projector(template64)
         self.G_ema = None
         if cfg.ema_decay > 0:
@@ -454,6 +461,7 @@ class Trainer:
                 if np.abs(ws.basis[:, c]).sum() > 0]
         pinv = np.linalg.pinv(ws.basis[:, cols])  # (K, 3V)
         n_id = sum(1 for c in cols if c < sl_i.stop)
+        self.identity_code_cols = torch.tensor(cols[:n_id], device=self.device)  # latent columns of P_I
         self.projector = torch.from_numpy(pinv.astype(np.float32)).to(self.device)
         self.proj_slices = (slice(0, n_id), slice(n_id, len(cols)))
         q, _ = np.linalg.qr(ws.basis[:, cols[:n_id]])  # (3V, k) orthonormal identity modes
@@ -579,7 +587,8 @@ class Trainer:
         cfg = self.cfg
         t0 = time.perf_counter()
         z, factor, labels = self._codes(step, "codes")
-        use_int = cfg.lambda_interaction > 0 or cfg.lambda_projection > 0 or cfg.lambda_subspace > 0
+        use_proj = cfg.lambda_projection > 0 or cfg.lambda_anchor > 0
+        use_int = cfg.lambda_interaction > 0 or use_proj or cfg.lambda_subspace > 0
         n_full = 4 * cfg.subspace_pairs // self.ctx.world_size if cfg.lambda_subspace > 0 else 0
         for p in self.D.parameters():
             p.requires_grad_(False)
@@ -587,16 +596,21 @@ class Trainer:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
                 if use_int:
                     zq, rows = self._interaction_batch(step)
-                    disp, sub, coef, dense = self.G_train(z, zq, rows, self.projector if cfg.lambda_projection > 0
-                                                          else None, n_full)  # (b,V,3) (4q,3L) (4q,K) (f,3V)
+                    disp, sub, coef, dense = self.G_train(z, zq, rows, self.projector if use_proj else None,
+                                                          n_full)  # (b,V,3) (4q,3L) (4q,K) (f,3V)
                 else:
                     disp = self.G_train(z)  # (b, V, 3)
             disp = disp.float()
-            inter, proj, subsp = disp.new_zeros(()), disp.new_zeros(()), disp.new_zeros(())
+            inter, proj, subsp, anchor = (disp.new_zeros(()) for _ in range(4))
             if use_int:
                 inter = L.interaction_penalty(sub.float().view(-1, 4, sub.shape[1]) * (1.0 / self.scale))
             if cfg.lambda_projection > 0:
                 proj = L.cross_projection_penalty(coef.float().view(-1, 4, coef.shape[1]), *self.proj_slices)
+            if cfg.lambda_anchor > 0:
+                c4 = coef.float().view(-1, 4, coef.shape[1])[..., self.proj_slices[0]]  # (q, 4, k)
+                z4 = zq.view(-1, 4, zq.shape[1])[..., self.identity_code_cols]  # (q, 4, k)
+                anchor = L.identity_anchor_penalty((c4[:, [0, 1]] - c4[:, [2, 3]]).reshape(-1, c4.shape[2]),
+                                                   (z4[:, [0, 1]] - z4[:, [2, 3]]).reshape(-1, c4.shape[2]))
             if n_full:
                 d = dense.float().view(-1, 4, dense.shape[1]) * (1.0 / self.scale)  # (f/4, 4, 3V)
                 changes = (d[:, [0, 1]] - d[:, [2, 3]]).reshape(-1, d.shape[2])  # identity changes
@@ -622,7 +636,7 @@ class Trainer:
             total = cfg.lambda_gan * gan + cfg.lambda_cls * cls + cfg.lambda_feat * feat + cfg.lambda_reg * reg
             if use_int:
                 total = total + cfg.lambda_interaction * inter + cfg.lambda_projection * proj + \
-                    cfg.lambda_subspace * subsp
+                    cfg.lambda_subspace * subsp + cfg.lambda_anchor * anchor
             self.opt_g.zero_grad(set_to_none=True)
             total.backward()  # under torchrun, DDP averages G's gradients here
         finally:
@@ -636,7 +650,7 @@ class Trainer:
         self._tick("discriminator", t0)  # D forward/backward dominate the remainder
         v = {"g_loss": total.item(), "g_gan": gan.item(), "g_cls": cls.item(), "g_feat": feat.item(),
              "g_reg": reg.item(), "g_int": inter.item(), "g_proj": proj.item(),
-             "g_sub": subsp.item()}
+             "g_sub": subsp.item(), "g_anchor": anchor.item()}
         terms = [abs(cfg.lambda_gan * v["g_gan"]), abs(cfg.lambda_cls * v["g_cls"]),
                  abs(cfg.lambda_feat * v["g_feat"]), abs(cfg.lambda_reg * v["g_reg"])]
         v["reg_share"] = terms[3] / sum(terms) if sum(terms) > 0 else 0.0
