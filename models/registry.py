@@ -39,7 +39,7 @@ from fitface.errors import InputError
 
 #: The model used when none is given (a name of :data:`BUILTIN_MODELS`). Change this one
 #: constant to change fitface's default model.
-DEFAULT_MODEL = "procedural"
+DEFAULT_MODEL = "ict"
 
 #: Folder of the shipped model files (``models/`` in a checkout, ``fitface/models/`` installed).
 MODELS_DIR = Path(__file__).resolve().parent
