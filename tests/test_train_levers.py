@@ -99,7 +99,8 @@ def test_trainer_with_every_lever_runs_and_warm_start_is_the_3dmm(tiny, tmp_path
 def test_resume_is_bit_exact_with_the_levers(tiny, tmp_path):
     from safetensors.torch import load_file
 
-    cfg = lambda n: load_config("cpu", {**FAST, **LEVERS, "max_steps": n})  # noqa: E731
+    every = {**LEVERS, "lambda_projection": 1.0, "lambda_subspace": 1.0, "lambda_anchor": 1.0, "subspace_pairs": 2}
+    cfg = lambda n: load_config("cpu", {**FAST, **every, "max_steps": n})  # noqa: E731
     Trainer(tiny, cfg(4), tmp_path / "straight").train(save_model=False)
     Trainer(tiny, cfg(2), tmp_path / "split").train(save_model=False)
     Trainer(tiny, cfg(4), tmp_path / "split", resume=True).train(save_model=False)
