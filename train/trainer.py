@@ -19,7 +19,8 @@ units of ``s``.
 
 Levers beyond the paper (config fields, off in the paper's recipe; docs/training.md): a warm
 start from the exact linear 3DMM (:mod:`.warm_start`) with class codes T and critic-only warm-up
-steps; the interaction, cross-projection and identity-subspace penalties in the generator step
+steps; the interaction, cross-projection, identity-subspace and identity-anchor penalties in the
+generator step
 (code quadruples of :func:`.sampling.interaction_codes`, decoded through :class:`GeneratorPass`);
 an exponential moving average of G (``G_eval``: what metrics, grids, snapshots and the model
 use); bfloat16 autocast on the CPU; the proxy evaluation (:mod:`.proxy_eval`) in metrics.csv.
@@ -108,26 +109,26 @@ class CriticPass(nn.Module):
 class GeneratorPass(nn.Module):
     """Everything the generator step asks of G, as one forward (for DistributedDataParallel).
 
-    ``forward(z)`` is ``G(z)``; with ``zq`` and ``rows`` it also returns the selected output
-    rows of the interaction penalty's quadruple codes, decoded from G's hidden layer only for
-    those rows (:meth:`Generator.decode_vertices`), so the penalty costs a small fraction of a
-    full decode."""
+    ``forward(z)`` is ``G(z)``; with ``zq`` and ``vertex_ids`` it also returns the selected
+    vertices of the penalties' quadruple codes, decoded from G's hidden layer for those vertices
+    only (:meth:`Generator.decode_vertices`), so the interaction penalty costs a small fraction
+    of a full decode."""
 
     def __init__(self, G):
         super().__init__()
         self.G = G
 
-    def forward(self, z: torch.Tensor, zq: torch.Tensor | None = None, rows: torch.Tensor | None = None,
+    def forward(self, z: torch.Tensor, zq: torch.Tensor | None = None, vertex_ids: torch.Tensor | None = None,
                 proj: torch.Tensor | None = None, full: int = 0):
-        """z: (b, D) -> (b, V, 3) displacements; with zq (q, D) and rows (3L,) also the (q, 3L)
-        selected outputs; with proj (K, 3V) also the (q, K) projected outputs ``proj @ G(zq)``
-        (through ``proj @ W2``: K x H, never the full decode); with ``full = f`` also the (f, 3V)
-        full decodes of the first f rows of zq."""
+        """z: (b, D) -> (b, V, 3) displacements; with zq (q, D) and vertex_ids (L,) also the
+        (q, 3L) flattened displacements of those vertices; with proj (K, 3V) also the (q, K)
+        projected outputs ``proj @ G(zq)`` (through ``proj @ W2``: K x H, never the full decode);
+        with ``full = f`` also the (f, 3V) full decodes of the first f rows of zq."""
         disp = self.G(z)
         if zq is None:
             return disp
         h = self.G.hidden(zq)  # (q, H)
-        sub = F.linear(h, self.G.out.weight[rows], self.G.out.bias[rows])  # (q, 3L)
+        sub = self.G.decode_vertices(h, vertex_ids).flatten(1)  # (q, L, 3) -> (q, 3L)
         coef = None if proj is None else F.linear(h, proj @ self.G.out.weight, proj @ self.G.out.bias)  # (q, K)
         dense = self.G.out(h[:full]) if full else None  # (f, 3V)
         return disp, sub, coef, dense
@@ -455,7 +456,8 @@ class Trainer:
         """The linear 3DMM's least-squares coefficient projector (rebuilt identically on resume)."""
         from .warm_start import linear_warm_start
 
-        ws = self.warm_start or linear_warm_start(self.data.dataset, self.cfg.split, self.layout, template64)
+        ws = self.warm_start or linear_warm_start(self.data.dataset, self.cfg.split, self.layout, template64,
+                                                  with_codes=False)
         sl_i, sl_e = self.layout.slice("identity"), self.layout.slice(self.factors[-1])
         cols = [c for c in list(range(sl_i.start, sl_i.stop)) + list(range(sl_e.start, sl_e.stop))
                 if np.abs(ws.basis[:, c]).sum() > 0]
@@ -469,7 +471,7 @@ class Trainer:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        """G_ema <- decay * G_ema + (1 - decay) * G (every parameter and buffer)."""
+        """G_ema <- decay * G_ema + (1 - decay) * G (every parameter; G has no buffers)."""
         ema = list(self.G_ema.parameters())
         torch._foreach_lerp_(ema, [p.detach() for p in self.G.parameters()], 1.0 - self.cfg.ema_decay)
 
@@ -479,7 +481,7 @@ class Trainer:
         return self.G_ema if self.G_ema is not None else self.G
 
     def _interaction_batch(self, step: int):
-        """This process's quadruple codes (4q, D) and output rows (3L,) of step ``step``."""
+        """This process's quadruple codes (4q, D) and sampled vertex ids (L,) of step ``step``."""
         cfg = self.cfg
         g = torch_generator(cfg.seed, step, "interaction")
         factor = self.factors[-1] if len(self.factors) < 3 else self.factors[1 + step % (len(self.factors) - 1)]
@@ -488,7 +490,7 @@ class Trainer:
         V = self.data.dataset.num_vertices
         L_ = V if cfg.interaction_vertices == 0 else min(V, cfg.interaction_vertices)
         ids = torch.randperm(V, generator=g)[:L_]
-        return zq.to(self.device), self.G.rows(ids.to(self.device))
+        return zq.to(self.device), ids.to(self.device)
 
     def fingerprint(self) -> str:
         return self.data.dataset.fingerprint
@@ -588,21 +590,21 @@ class Trainer:
         t0 = time.perf_counter()
         z, factor, labels = self._codes(step, "codes")
         use_proj = cfg.lambda_projection > 0 or cfg.lambda_anchor > 0
-        use_int = cfg.lambda_interaction > 0 or use_proj or cfg.lambda_subspace > 0
+        use_quads = cfg.lambda_interaction > 0 or use_proj or cfg.lambda_subspace > 0
         n_full = 4 * cfg.subspace_pairs // self.ctx.world_size if cfg.lambda_subspace > 0 else 0
         for p in self.D.parameters():
             p.requires_grad_(False)
         try:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
-                if use_int:
-                    zq, rows = self._interaction_batch(step)
-                    disp, sub, coef, dense = self.G_train(z, zq, rows, self.projector if use_proj else None,
+                if use_quads:
+                    zq, ids = self._interaction_batch(step)
+                    disp, sub, coef, dense = self.G_train(z, zq, ids, self.projector if use_proj else None,
                                                           n_full)  # (b,V,3) (4q,3L) (4q,K) (f,3V)
                 else:
                     disp = self.G_train(z)  # (b, V, 3)
             disp = disp.float()
             inter, proj, subsp, anchor = (disp.new_zeros(()) for _ in range(4))
-            if use_int:
+            if use_quads:
                 inter = L.interaction_penalty(sub.float().view(-1, 4, sub.shape[1]) * (1.0 / self.scale))
             if cfg.lambda_projection > 0:
                 proj = L.cross_projection_penalty(coef.float().view(-1, 4, coef.shape[1]), *self.proj_slices)
@@ -634,7 +636,7 @@ class Trainer:
                     if f != factor:
                         feat = feat + L.pair_feature_loss(out.features[f].float())
             total = cfg.lambda_gan * gan + cfg.lambda_cls * cls + cfg.lambda_feat * feat + cfg.lambda_reg * reg
-            if use_int:
+            if use_quads:
                 total = total + cfg.lambda_interaction * inter + cfg.lambda_projection * proj + \
                     cfg.lambda_subspace * subsp + cfg.lambda_anchor * anchor
             self.opt_g.zero_grad(set_to_none=True)

@@ -110,7 +110,8 @@ def class_codes(ds, indices: np.ndarray, basis: np.ndarray, mean_face: np.ndarra
     return out
 
 
-def linear_warm_start(ds, indices_split: str, layout, template: np.ndarray, log=None) -> LinearInit:
+def linear_warm_start(ds, indices_split: str, layout, template: np.ndarray, log=None,
+                      with_codes: bool = True) -> LinearInit:
     """Build the additive linear 3DMM of a training split and what a warm start needs from it.
 
     Args:
@@ -119,6 +120,8 @@ def linear_warm_start(ds, indices_split: str, layout, template: np.ndarray, log=
         layout: the GAN's latent layout (the 3DMM fills its identity and expression blocks).
         template: (V, 3) float the dataset template G's displacements are relative to.
         log: optional ``log(message)``.
+        with_codes: also compute the class codes (a pass over the labeled training faces);
+            False leaves :attr:`LinearInit.codes` empty (for the penalties' projector alone).
 
     Returns:
         :class:`LinearInit`.
@@ -131,5 +134,5 @@ def linear_warm_start(ds, indices_split: str, layout, template: np.ndarray, log=
     parts = linear_3dmm_parts(ds, layout, indices_split, progress=log)
     mean = parts.mean.reshape(-1)  # (3V,)
     offset = mean - np.asarray(template, np.float64).reshape(-1)
-    codes = class_codes(ds, ds.indices(indices_split), parts.basis, mean, layout)
+    codes = class_codes(ds, ds.indices(indices_split), parts.basis, mean, layout) if with_codes else {}
     return LinearInit(parts.basis, offset, codes, time.perf_counter() - t0)
