@@ -24,8 +24,14 @@ import time
 from pathlib import Path
 
 
+def fail(message: str) -> None:
+    """Bad input: one line on stderr, exit code 2."""
+    print(message, file=sys.stderr)
+    raise SystemExit(2)
+
+
 def parse_variant(text: str) -> tuple[str, str, dict]:
-    """``NAME=RECIPE:JSON`` -> (name, recipe, overrides); SystemExit(2) with one line if malformed."""
+    """``NAME=RECIPE:JSON`` -> (name, recipe, overrides); one line and exit code 2 if malformed."""
     try:
         name, rest = text.split("=", 1)
         recipe, _, js = rest.partition(":")
@@ -33,7 +39,7 @@ def parse_variant(text: str) -> tuple[str, str, dict]:
         if not name or not recipe or not isinstance(over, dict):
             raise ValueError
     except ValueError:
-        sys.exit(f"bench_levers: --variant {text!r}: expected NAME=RECIPE:JSON-object")
+        fail(f"bench_levers: --variant {text!r}: expected NAME=RECIPE:JSON-object")
     return name, recipe, over
 
 
@@ -65,7 +71,7 @@ def main() -> None:
             t0 = time.perf_counter()
             Trainer(args.data, cfg, run).train(save_model=False)
         except InputError as exc:
-            sys.exit(f"bench_levers: {name}: {exc}")
+            fail(f"bench_levers: {name}: {exc}")
         rows = read_csv(run / "metrics.csv")
         last = {k[len("proxy_"):]: float(v) for k, v in rows[-1].items() if k.startswith("proxy_") and v != ""}
         results[name] = {"recipe": recipe, "overrides": over, "steps": args.steps, "seconds": time.perf_counter() - t0,

@@ -19,6 +19,12 @@ KEYS = [("coef_ratio_identity", "coef id"), ("coef_ratio_expression", "coef exp"
         ("div", "Div"), ("div_identity", "Div-Id"), ("div_expression", "Div-Exp"), ("specificity", "Sp")]
 
 
+def fail(message: str) -> None:
+    """Bad input: one line on stderr, exit code 2."""
+    print(message, file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", type=Path)
@@ -29,15 +35,18 @@ def main() -> None:
 
     labels = args.labels.split(",") if args.labels else [p.name for p in args.runs]
     if len(labels) != len(args.runs):
-        sys.exit(f"collect_proxy: --labels has {len(labels)} names for {len(args.runs)} runs")
-    want = {int(s) for s in args.steps.split(",") if s.strip()} if args.steps else None
+        fail(f"collect_proxy: --labels has {len(labels)} names for {len(args.runs)} runs")
+    try:
+        want = {int(s) for s in args.steps.split(",") if s.strip()} if args.steps else None
+    except ValueError:
+        fail(f"collect_proxy: --steps: expected comma-separated integers, got {args.steps!r}")
+    for run in args.runs:
+        if not (run / "metrics.csv").is_file():
+            fail(f"{run / 'metrics.csv'}: no metrics.csv (not a training run folder)")
     print("| run | step | " + " | ".join(h for _, h in KEYS) + " |")
     print("|---" * (len(KEYS) + 2) + "|")
     for run, label in zip(args.runs, labels):
-        path = run / "metrics.csv"
-        if not path.is_file():
-            sys.exit(f"{path}: no metrics.csv (not a training run folder)")
-        for r in read_csv(path):
+        for r in read_csv(run / "metrics.csv"):
             if not r.get("proxy_coef_ratio_expression") or (want is not None and int(r["step"]) not in want):
                 continue
             cells = []

@@ -29,7 +29,6 @@ Convention:
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,18 +182,15 @@ _IDS: dict[tuple, str] = {}
 
 
 def model_id_of_file(path: str | os.PathLike) -> str:
-    """The model id of a file (sha256 prefix of its bytes), cached per path, size and mtime."""
-    from .model_file import MODEL_ID_HEX
+    """The model id of a file (:func:`fitface.models.model_file.file_model_id` of its bytes),
+    cached per path, size and mtime."""
+    from .model_file import file_model_id
 
     p = Path(path)
     st = p.stat()
     key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _IDS:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
-        _IDS[key] = h.hexdigest()[:MODEL_ID_HEX]
+        _IDS[key] = file_model_id(p.read_bytes())
     return _IDS[key]
 
 

@@ -45,11 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
-#: Scanner noise (mm, standard deviation per coordinate) and landmark placement noise (mm).
-SCAN_NOISE_MM = 0.2
-LANDMARK_NOISE_MM = 1.0
-#: Fraction of the face's height (the top of the forehead) cut away from each scan.
-SCAN_CUT_FRACTION = 0.12
+from fitface.demo import LANDMARK_NOISE_MM, SCAN_CUT_FRACTION, SCAN_NOISE_MM, _Capture  # the demo's scanner
+
 #: A scan keeps the triangles whose normal makes at most this angle's cosine with the view (+z).
 FRONT_COS = 0.15
 #: (capture, test identity index, expression or None, yaw, pitch, roll) of the three captures.
@@ -59,7 +56,11 @@ CAPTURES = (("A", 0, "mouth_extreme", 25.0, -10.0, 3.0),
 
 
 def partial_noisy_scan(truth_mm: np.ndarray, faces: np.ndarray, rng: np.random.Generator):
-    """(vertices (P, 3) float64 mm, faces (Fs, 3) int64): front-facing triangles below the cut."""
+    """(vertices (P, 3) float64 mm, faces (Fs, 3) int64): front-facing triangles below the cut.
+
+    Unlike the procedural demo's scan (``fitface.demo._partial_noisy_scan``) it also drops the
+    triangles facing away from the scanner, and cuts at a fraction of the face's height rather
+    than of its vertices (the ICT mesh has a dense back of the head)."""
     y = truth_mm[:, 1]
     keep_v = y < y.min() + (1.0 - SCAN_CUT_FRACTION) * np.ptp(y)
     tri = truth_mm[faces]  # (F, 3, 3)
@@ -112,11 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         truth = truths[name]
         rot = rotation_yaw_pitch(yaw, pitch, roll)
         trans = rng.uniform(-0.5, 0.5, 3) + np.array([0.0, 1.6, 0.0])  # metres
+        cap = _Capture(truth, rot, trans)
         scan_v, scan_f = partial_noisy_scan(truth, faces, rng)
         lm = lset.points(truth, faces) + rng.normal(0.0, LANDMARK_NOISE_MM, (len(lset), 3))  # (68, 3) mm
-        arrays[f"{name}_scan_vertices"] = (scan_v @ rot.T / 1000.0 + trans).astype(np.float32)
+        arrays[f"{name}_scan_vertices"] = cap.to_scanner(scan_v).astype(np.float32)
         arrays[f"{name}_scan_faces"] = scan_f.astype(np.int32)
-        arrays[f"{name}_landmarks"] = lm @ rot.T / 1000.0 + trans
+        arrays[f"{name}_landmarks"] = cap.to_scanner(lm)
         arrays[f"{name}_rotation"] = rot
         arrays[f"{name}_translation"] = trans
         arrays[f"{name}_truth"] = truth.astype(np.float32)

@@ -42,16 +42,27 @@ SHIPPED_BUDGET_MIB = 48.0
 
 def ict_licence_text(source: Path) -> str:
     """The MIT licence text stored in an ``ict_face_light.npz`` (key ``license``) or an
-    ICT-FaceKit checkout's LICENSE file."""
+    ICT-FaceKit checkout's LICENSE file.
+
+    Raises:
+        InputError: no such file or folder, no licence in it, an unreadable npz.
+    """
+    from fitface.errors import InputError
+
     if source.is_dir():
         for name in ("LICENSE", "LICENSE.txt", "LICENSE.md"):
             if (source / name).is_file():
                 return (source / name).read_text()
-        raise SystemExit(f"{source}: no LICENSE file in the ICT-FaceKit checkout")
-    with np.load(source, allow_pickle=False) as z:
-        if "license" not in z.files:
-            raise SystemExit(f"{source}: no 'license' key")
-        return str(z["license"])
+        raise InputError("no LICENSE file in the ICT-FaceKit checkout", source)
+    if not source.is_file():
+        raise InputError("--ict-licence: no such file or folder", source)
+    try:
+        with np.load(source, allow_pickle=False) as z:
+            if "license" not in z.files:
+                raise InputError("no 'license' key in the npz", source)
+            return str(z["license"])
+    except (OSError, ValueError) as exc:
+        raise InputError(f"unreadable npz: {' '.join(str(exc).split())}", source) from None
 
 
 def budget_line(doc: dict) -> str:
@@ -123,8 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         "data": data_summary(doc),
     }
     if args.ict_licence is not None:
-        shipped.update({"licence_short": ICT_LICENCE, "licence": ict_licence_text(args.ict_licence),
-                        "attribution": ICT_ATTRIBUTION})
+        try:
+            licence = ict_licence_text(args.ict_licence)
+        except InputError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        shipped.update({"licence_short": ICT_LICENCE, "licence": licence, "attribution": ICT_ATTRIBUTION})
     else:
         shipped.update({"licence_short": FITFACE_LICENCE, "licence": "MIT (see the fitface package's licence)",
                         "attribution": "fitface"})

@@ -34,6 +34,14 @@ def ict_mesh(ict_path):
 
 
 @pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> Path:
+    """6 identities x 200 synthetic faces (V = 4285, mm): the trainer tests' dataset (read only)."""
+    from fitface.data.synthetic import build_synthetic
+
+    return build_synthetic(tmp_path_factory.mktemp("data") / "tiny", identities=6, samples=200, seed=0)
+
+
+@pytest.fixture(scope="session")
 def model_path(tmp_path_factory) -> Path:
     """The session's small face-like test model file (tests/model_builders.py)."""
     from model_builders import fit_model_file

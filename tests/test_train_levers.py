@@ -3,7 +3,6 @@ penalty, the weight average (EMA), the critic warm-up and bfloat16 autocast on t
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,14 +21,6 @@ FAST = {"progress": True, "log_every": 1, "metrics_every": 0, "sample_every": 0,
         "num_threads": 2, "batch_size": 16, "interaction_pairs": 4, "interaction_vertices": 200}
 LEVERS = {"init": "linear_3dmm", "fixed_codes_init": "model", "critic_warmup": 1, "lambda_interaction": 1.0,
           "ema_decay": 0.9}
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    """6 identities x 200 synthetic faces (V = 4285, mm)."""
-    from fitface.data.synthetic import build_synthetic
-
-    return build_synthetic(tmp_path_factory.mktemp("data") / "tiny", identities=6, samples=200, seed=0)
 
 
 @pytest.mark.parametrize("slope", [0.0, 0.2])

@@ -27,14 +27,6 @@ FAST = {"progress": False, "log_every": 1, "metrics_samples": 8, "metrics_pairs"
 LOSS_KEYS = ["d_loss", "d_gap", "d_gp", "d_cls", "g_loss", "g_gan", "g_cls", "g_feat", "g_reg"]
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    """6 identities x 200 synthetic faces (V = 4285, mm)."""
-    from fitface.data.synthetic import build_synthetic
-
-    return build_synthetic(tmp_path_factory.mktemp("data") / "tiny", identities=6, samples=200, seed=0)
-
-
 def _cfg(recipe="cpu", **kw):
     return load_config(recipe, {**FAST, **kw})
 

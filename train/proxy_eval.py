@@ -92,6 +92,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from fitface.api.inputs import one_line
+
 #: Expressions per test identity of :func:`fitface.train.testsets.build_test_captures`.
 EXPRESSIONS_PER_IDENTITY = 12
 #: Factors whose decoupling / diversity the row reports.
@@ -254,10 +256,6 @@ def fit_decoder(model, dtype: Any = np.float32):
                      f"(known: 'mlp', 'linear')")
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]
-
-
 # ------------------------------------------------------------------------------ the evaluator
 class ProxyEvaluator:
     """Set up once (regressors, test captures, training-face reference), call per model.
@@ -341,7 +339,7 @@ class ProxyEvaluator:
             try:
                 self.regressors[f] = CoefficientRegressor(ds, f, seed=int(self.config.seed))
             except ValueError as exc:
-                self.skipped[f"coef_{f}"] = f"no {f} coefficient regression: {_one_line(exc)}"
+                self.skipped[f"coef_{f}"] = f"no {f} coefficient regression: {one_line(exc)}"
         self.setup_seconds["regressors"] = time.perf_counter() - t0
 
     def _setup_specificity(self) -> None:
@@ -367,7 +365,7 @@ class ProxyEvaluator:
         try:
             caps = build_test_captures(self.dataset, ids, ict_source)
         except InputError as exc:
-            reason = f"no ground-truth test captures: {_one_line(exc)}"
+            reason = f"no ground-truth test captures: {one_line(exc)}"
             for p in ("table2", "retarget"):
                 self.skipped.setdefault(p, reason)
             return
@@ -381,7 +379,7 @@ class ProxyEvaluator:
                 self.reference["ref_no_transfer"] = self._no_transfer_reference(caps)
                 self.retarget_captures = caps
             except ValueError as exc:
-                self.skipped["retarget"] = f"no retargeting pairs: {_one_line(exc)}"
+                self.skipped["retarget"] = f"no retargeting pairs: {one_line(exc)}"
             self.setup_seconds["no_transfer_reference"] = time.perf_counter() - t0
 
     def _no_transfer_reference(self, caps) -> float:
