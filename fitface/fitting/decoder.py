@@ -35,8 +35,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from fitface.checks import check_faces, check_shape
-from fitface.landmarks.sets import LandmarkSet
-from fitface.models.latent import LatentLayout
+from fitface.landmark_set import LandmarkSet
+from fitface.latent import LatentLayout
 
 #: Negative slope of the generator's LeakyReLU (supplement Fig. 12a), when not given.
 NEGATIVE_SLOPE = 0.2
