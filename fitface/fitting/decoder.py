@@ -1,12 +1,18 @@
 """Torch-free decoders: latent code -> mesh vertices or landmark points, with hand-written VJPs.
 
-A decoder implements the :class:`Decoder` protocol used by the fitting engine:
+A decoder implements the :class:`Decoder` protocol used by the fitting engines
+(:mod:`fitface.fitting.landmark_fit`, :mod:`fitface.fitting.surface_refine`,
+:mod:`fitface.landmarks.photo_fit`):
 
     rows  = dec.landmark_rows(landmark_set)            # precomputed once per set (cached)
     pts   = dec.points(z (B, D), rows)                  # (B, L, 3) model frame and unit
-    gz    = dec.points_vjp(z, rows, grad_pts (B, L, 3))  # (B, D)
+    pts, vjp = dec.linearize_points(z (B, D), rows)     # the same points, and
+    gz    = vjp(grad_pts (B, L, 3))                     #   their VJP: (B, D), one forward pass
     verts = dec.vertices(z (B, D))                      # (B, V, 3)
     gz    = dec.vertices_vjp(z, grad_verts (B, V, 3))   # (B, D)
+
+:class:`MLPDecoder` and :class:`LinearDecoder` also have ``points_vjp(z, rows, grad_pts)``
+(``linearize_points(z, rows)[1](grad_pts)`` with a shape check), which the engines do not use.
 
 :class:`MLPDecoder` is the GAN generator of :mod:`fitface.models.generator` in numpy
 (``h = LeakyReLU(W1 z + b1); out = W2 h + b2; vertices = template + out.reshape(V, 3)``);
@@ -29,6 +35,7 @@ Convention:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -70,7 +77,7 @@ class LandmarkRows:
 
 @runtime_checkable
 class Decoder(Protocol):
-    """What the fitting engine needs from a model (see the module docstring)."""
+    """What the fitting engines need from a model (see the module docstring)."""
 
     layout: LatentLayout
     unit: str
@@ -90,7 +97,9 @@ class Decoder(Protocol):
 
     def points(self, z: np.ndarray, rows: LandmarkRows) -> np.ndarray: ...
 
-    def points_vjp(self, z: np.ndarray, rows: LandmarkRows, grad_points: np.ndarray) -> np.ndarray: ...
+    def linearize_points(
+        self, z: np.ndarray, rows: LandmarkRows
+    ) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]: ...
 
     def vertices(self, z: np.ndarray) -> np.ndarray: ...
 
