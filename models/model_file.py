@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fitface.errors import InputError
-# the format's constants and checks are this module's public names too (noqa: F401 for those it does not use)
+
+# The format's constants and functions stay public names of this module (noqa: F401 for the
+# ones it does not use itself: FORMAT, VERSION, GENERATOR_KINDS, MAX_HEADER_BYTES, ...).
 from fitface.io.model_file_format import (  # noqa: F401
     DISCRIMINATOR_PREFIX,
     FORMAT,
