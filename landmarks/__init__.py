@@ -1,6 +1,7 @@
 """Landmark sets and lifting landmarks from photos and scans (installed as ``fitface.landmarks``).
 
-* :mod:`.sets`: :class:`~.sets.LandmarkSet`, ordered surface points (triangle + barycentric);
+* :mod:`.sets`: :class:`~fitface.landmark_set.LandmarkSet`, ordered surface points (triangle +
+  barycentric; defined in :mod:`fitface.landmark_set`, re-exported);
   :mod:`.set_files`: user set files.
 * :mod:`.mediapipe_mesh`, :mod:`.mediapipe_points`: running mediapipe's face mesh, which of its
   points are used.

@@ -1,6 +1,7 @@
 """Networks and model files (installed as ``fitface.models``).
 
-* :mod:`.latent`: the latent layout (factor blocks, then noise).
+* :mod:`.latent`: the latent layout (factor blocks, then noise; defined in :mod:`fitface.latent`,
+  re-exported).
 * :mod:`.generator`: the paper's MLP generator (Fig. 12a); :mod:`.linear`: the linear 3DMM
   generator behind the same interface.
 * :mod:`.discriminator`: the critic with one classifier branch per factor (Fig. 12b).

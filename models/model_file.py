@@ -1,26 +1,10 @@
 """The self-contained model file: one safetensors file with a JSON document in its header.
 
-Layout of a model file (``*.safetensors``, format ``"fitface-model"``, version 1):
-
-    tensors
-        generator.fc.weight (H, D), generator.fc.bias (H,),
-        generator.out.weight (3V, H), generator.out.bias (3V,)     float32 (float16 if half)
-            -- or, for a linear model (generator kind "linear", the 3DMM baseline):
-        generator.basis (3V, D), generator.offset (3V,)            float32 (float16 if half)
-        template (V, 3) float32, model unit       faces (F, 3) int64       uv (V, 2) float32
-        landmarks.<name>.face_index (L,) int64    landmarks.<name>.bary (L, 3) float64
-        discriminator.* (optional; present when save_model got a discriminator; float16 if half)
-    header metadata (safetensors' str -> str map), one key:
-        "fitface": a JSON document, see :func:`build_document` (format, version, fitface
-        version, created, unit, latent layout, factors with class names, image size,
-        generator config, landmark set names, discriminator config or null, storage dtype,
-        training config, data fingerprint, notes, metadata).
-
-The generator config has a ``"kind"``: ``"mlp"`` (the GAN's
-:class:`~fitface.models.generator.Generator`: latent_dim, num_vertices, hidden,
-negative_slope) or ``"linear"`` (:class:`~fitface.models.linear.LinearGenerator`:
-latent_dim, num_vertices). A config without ``"kind"`` is ``"mlp"``: GAN files are written
-without it, as by earlier versions, so old and new files read alike (see :func:`generator_kind`).
+The layout (tensor names, shapes and dtypes; the document's fields; generator kinds ``"mlp"`` and
+``"linear"``) and every reading check are in :mod:`fitface.io.model_file_format`, which this
+module and the torch-free :func:`fitface.fitting.decoder.load_decoder` both read through (one
+parse per load). This module writes files (:func:`save_model`, :func:`add_landmark_set`) and
+loads them into torch (:func:`load_model`, :func:`load_discriminator`).
 
 Convention:
     * ``model_id`` of a file = the first 16 hex digits of the sha256 of the file's bytes
@@ -40,14 +24,36 @@ Convention:
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
-import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fitface.errors import InputError
+
+# The format's constants and functions stay public names of this module (noqa: F401 for the
+# ones it does not use itself: FORMAT, VERSION, GENERATOR_KINDS, MAX_HEADER_BYTES, ...).
+from fitface.io.model_file_format import (  # noqa: F401
+    DISCRIMINATOR_PREFIX,
+    FORMAT,
+    GENERATOR_KINDS,
+    MAX_HEADER_BYTES,
+    METADATA_KEY,
+    MODEL_ID_HEX,
+    VERSION,
+    ExpectedTensors,
+    ModelFile,
+    check_tensor_headers,
+    check_tensor_values,
+    decode_tensors,
+    expected_generator_tensors,
+    expected_mesh_tensors,
+    file_model_id,
+    generator_kind,
+    one_line,
+    read_document,
+    read_model_bytes,
+)
 
 from . import registry as _registry
 
@@ -57,40 +63,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from .discriminator import Discriminator
     from .face_model import FaceModel
 
-#: Value of the document's "format" field.
-FORMAT = "fitface-model"
-#: Format version written and read by this fitface.
-VERSION = 1
-#: Key of the JSON document in the safetensors header metadata.
-METADATA_KEY = "fitface"
-#: Generator kinds a model file may hold (``document["generator"]["kind"]``, default "mlp").
-GENERATOR_KINDS = ("mlp", "linear")
-#: Largest accepted safetensors header (bytes); safetensors itself uses the same bound.
-MAX_HEADER_BYTES = 100_000_000
-#: Number of hex digits of a model id.
-MODEL_ID_HEX = 16
 #: The file of the default built-in model (:data:`fitface.models.registry.DEFAULT_MODEL`), for
 #: reference only: every loader resolves ``None`` and built-in names through
 #: :func:`fitface.models.registry.resolve_model` at call time.
 DEFAULT_MODEL_PATH = _registry.BUILTIN_MODELS[_registry.DEFAULT_MODEL].path
-
-_FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
-_INT_DTYPES = {"I8", "I16", "I32", "I64", "U8", "U16", "U32", "U64"}
-
-
-def _one_line(text: Any) -> str:
-    return " ".join(str(text).split())
-
-
-def file_model_id(data: bytes) -> str:
-    """Model id of a file's bytes: the first 16 hex digits of their sha256."""
-    return hashlib.sha256(data).hexdigest()[:MODEL_ID_HEX]
-
-
-def generator_kind(document: dict[str, Any]) -> str:
-    """The generator kind of a (validated) model document: ``"mlp"`` or ``"linear"``
-    (``"mlp"`` when the generator config has no ``"kind"``)."""
-    return str(document["generator"].get("kind", "mlp"))
 
 
 def _generator_shell(gen: dict[str, Any]):
@@ -211,256 +187,40 @@ def save_model(
 
 
 # ------------------------------------------------------------------------------ reading
-def _parse_header(prefix: bytes, file_size: int, path: Path) -> dict[str, Any]:
-    """Parse a safetensors header from the file's first bytes (``prefix`` holds at least the
-    whole header when the file is valid); returns the header dict."""
-    bad = "not a fitface model file"
-    if file_size < 8 or len(prefix) < 8:
-        raise InputError(f"{bad}: {file_size} bytes is too short for a safetensors file", path)
-    (n,) = struct.unpack("<Q", prefix[:8])
-    if n < 2 or n > MAX_HEADER_BYTES:
-        raise InputError(f"{bad}: not a safetensors file (header length field {n} is implausible)", path)
-    if 8 + n > file_size:
-        raise InputError(f"{bad}: truncated safetensors header ({8 + n} bytes announced, file has {file_size})", path)
-    try:
-        header = json.loads(prefix[8 : 8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{bad}: not a safetensors file (header is not JSON: {_one_line(exc)})", path) from None
-    if not isinstance(header, dict):
-        raise InputError(f"{bad}: not a safetensors file (header is not a JSON object)", path)
-    data_size = file_size - 8 - n
-    end = 0
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            start, stop = (int(v) for v in entry["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise InputError(f"{bad}: malformed safetensors entry for tensor {name!r}", path) from None
-        end = max(end, stop)
-    if end > data_size:
-        raise InputError(f"truncated model file: tensor data needs {end} bytes, file holds {data_size}", path)
-    return header
-
-
-def _document(header: dict[str, Any], path: Path) -> dict[str, Any]:
-    """Extract and validate the fitface JSON document from a safetensors header."""
-    meta = header.get("__metadata__")
-    if not isinstance(meta, dict) or METADATA_KEY not in meta:
-        raise InputError(f"not a fitface model file: a safetensors file without {METADATA_KEY!r} metadata", path)
-    try:
-        doc = json.loads(meta[METADATA_KEY])
-    except (TypeError, json.JSONDecodeError) as exc:
-        raise InputError(f"malformed fitface metadata (not JSON: {_one_line(exc)})", path) from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
-        raise InputError(f"not a fitface model file: metadata format is {got!r}, expected {FORMAT!r}", path)
-    if doc.get("version") != VERSION:
-        raise InputError(
-            f"unsupported fitface model format version {doc.get('version')!r} (this fitface "
-            f"{_fitface_version()} reads version {VERSION})",
-            path,
-        )
-    _validate_document(doc, path)
-    return doc
-
-
-def _fitface_version() -> str:
-    import fitface
-
-    return fitface.__version__
-
-
-def _validate_document(doc: dict[str, Any], path: Path) -> None:
-    from fitface.units import UNITS
-
-    from .latent import LatentLayout
-
-    def need(key: str, kind: type) -> Any:
-        """``doc[key]``, which must be of JSON type ``kind`` (str, int, list or dict; a bool is not an int)."""
-        if key not in doc:
-            raise InputError(f"malformed fitface metadata: missing {key!r}", path)
-        value = doc[key]
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise InputError(f"malformed fitface metadata: {key!r} has type {type(value).__name__}", path)
-        return value
-
-    unit = need("unit", str)
-    if unit not in UNITS:
-        raise InputError(f"malformed fitface metadata: unknown unit {unit!r}", path)
-    try:
-        layout = LatentLayout.from_json(need("latent_layout", list))
-    except ValueError as exc:
-        raise InputError(f"malformed fitface metadata: {_one_line(exc)}", path) from None
-    factors = need("factors", dict)
-    if list(factors) != list(layout.factors) or not all(
-        isinstance(v, list) and all(isinstance(c, str) for c in v) for v in factors.values()
-    ):
-        raise InputError(
-            f"malformed fitface metadata: factors {list(factors)} do not match the layout's {list(layout.factors)}",
-            path,
-        )
-    if need("image_size", int) <= 0:
-        raise InputError("malformed fitface metadata: image_size must be positive", path)
-    nv, nf = need("num_vertices", int), need("num_faces", int)
-    if nv <= 0 or nf <= 0:
-        raise InputError("malformed fitface metadata: num_vertices and num_faces must be positive", path)
-    gen = need("generator", dict)
-    gen_kind = gen.get("kind", "mlp")
-    if gen_kind not in GENERATOR_KINDS:
-        raise InputError(f"malformed fitface metadata: unknown generator kind {gen_kind!r} "
-                         f"(this fitface {_fitface_version()} reads {', '.join(GENERATOR_KINDS)})", path)
-    ints = ("latent_dim", "num_vertices", "hidden") if gen_kind == "mlp" else ("latent_dim", "num_vertices")
-    for key in ints:
-        if not isinstance(gen.get(key), int) or isinstance(gen.get(key), bool) or gen[key] <= 0:
-            raise InputError(f"malformed fitface metadata: generator.{key} must be a positive int", path)
-    if gen_kind == "mlp" and (not isinstance(gen.get("negative_slope"), (int, float))
-                          or isinstance(gen.get("negative_slope"), bool)):
-        raise InputError("malformed fitface metadata: generator.negative_slope must be a number", path)
-    if gen["latent_dim"] != layout.dim or gen["num_vertices"] != nv:
-        raise InputError(
-            f"malformed fitface metadata: generator config {gen} disagrees with layout dim {layout.dim} "
-            f"/ num_vertices {nv}",
-            path,
-        )
-    sets = need("landmark_sets", list)
-    if not all(isinstance(s, str) and s and "." not in s for s in sets) or len(set(sets)) != len(sets):
-        raise InputError(f"malformed fitface metadata: bad landmark set names {sets}", path)
-    disc = doc.get("discriminator")
-    if disc is not None:
-        ok = (
-            isinstance(disc, dict)
-            and isinstance(disc.get("num_classes"), dict)
-            and all(isinstance(v, int) and v > 0 for v in disc["num_classes"].values())
-            and isinstance(disc.get("image_size"), int)
-            and isinstance(disc.get("negative_slope"), (int, float))
-        )
-        if not ok:
-            raise InputError("malformed fitface metadata: bad discriminator config", path)
-    if doc.get("storage_dtype") not in ("float32", "float16"):
-        raise InputError(f"malformed fitface metadata: storage_dtype {doc.get('storage_dtype')!r}", path)
-    for key in ("training_config", "metadata"):
-        if not isinstance(doc.get(key, {}), dict):
-            raise InputError(f"malformed fitface metadata: {key!r} must be an object", path)
-
-
 def _resolve(path: str | os.PathLike | None) -> Path:
     """A model argument (``None`` = the default, a built-in name, or a path) as an existing file."""
-    from .registry import resolve_model_path
-
-    return resolve_model_path(path)
+    return _registry.resolve_model_path(path)
 
 
 def read_metadata(path: str | os.PathLike | None) -> dict[str, Any]:
     """The validated JSON document of a model file, reading only its header (no torch import).
 
+    Args:
+        path: the model file, a built-in model name, or ``None`` for the default built-in model.
+
     Raises:
         InputError: missing file, not a safetensors file, no fitface metadata, wrong format
             version, malformed document, truncated file.
     """
-    p = _resolve(path)
-    try:
-        size = p.stat().st_size
-        with open(p, "rb") as f:
-            head = f.read(8)
-            n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
-            prefix = head + (f.read(n) if 2 <= n <= min(MAX_HEADER_BYTES, size - 8) else b"")
-    except OSError as exc:
-        raise InputError(f"cannot read model file: {_one_line(exc.strerror or exc)}", p) from None
-    return _document(_parse_header(prefix, size, p), p)
+    return read_document(_resolve(path))
 
 
-class ModelFile:
-    """A parsed, validated model file (tensors on CPU, as stored).
-
-    Attributes:
-        path: the file.
-        document: the JSON document (dict).
-        tensors: ``{name: tensor}``.
-        model_id: sha256 prefix of the file's bytes.
-    """
-
-    def __init__(self, path: Path, document: dict[str, Any], tensors: dict[str, "torch.Tensor"], model_id: str):
-        self.path, self.document, self.tensors, self.model_id = path, document, tensors, model_id
-
-
-def _expected_shapes(doc: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str]]:
-    """``{tensor name: (shape, "float" | "int")}`` that the document implies (all tensors)."""
+def _expected_shapes(doc: dict[str, Any]) -> ExpectedTensors:
+    """``{tensor name: (shape, "float" | "int")}`` that the document implies (all tensors): the
+    generator's and the mesh's (:mod:`fitface.io.model_file_format`) and the discriminator's,
+    whose shapes only its network knows."""
     import torch
 
     from .discriminator import Discriminator
 
-    with torch.device("meta"):
-        g = _generator_shell(doc["generator"])
-        expected = {f"generator.{k}": (tuple(v.shape), "float") for k, v in g.state_dict().items()}
-        disc = doc.get("discriminator")
-        if disc is not None:
+    expected = expected_generator_tensors(doc)
+    disc = doc.get("discriminator")
+    if disc is not None:
+        with torch.device("meta"):
             d = Discriminator(disc["num_classes"], disc["image_size"], float(disc["negative_slope"]))
-            expected.update({f"discriminator.{k}": (tuple(v.shape), "float") for k, v in d.state_dict().items()})
+        expected.update({f"{DISCRIMINATOR_PREFIX}{k}": (tuple(v.shape), "float") for k, v in d.state_dict().items()})
     expected.update(expected_mesh_tensors(doc))
     return expected
-
-
-def expected_mesh_tensors(doc: dict[str, Any]) -> dict[str, tuple[tuple[int | None, ...], str]]:
-    """The non-network tensors a document implies: template, faces, uv and every landmark set's
-    ``face_index`` / ``bary`` (``None`` = any length). Torch-free."""
-    nv, nf = doc["num_vertices"], doc["num_faces"]
-    expected: dict[str, tuple[tuple[int | None, ...], str]] = {
-        "template": ((nv, 3), "float"), "faces": ((nf, 3), "int"), "uv": ((nv, 2), "float")}
-    for name in doc["landmark_sets"]:
-        expected[f"landmarks.{name}.face_index"] = ((None,), "int")
-        expected[f"landmarks.{name}.bary"] = ((None, 3), "float")
-    return expected
-
-
-def check_tensor_headers(header: dict[str, Any], expected: dict[str, tuple[tuple[int | None, ...], str]], p: Path,
-                         float_dtypes=_FLOAT_DTYPES, also_allowed: str | None = None) -> None:
-    """Check the safetensors header's entries against ``expected`` before loading anything.
-
-    Raises:
-        InputError: a missing or unexpected tensor (names starting with ``also_allowed`` are
-            tolerated), a shape or dtype mismatch.
-    """
-    present = {k: v for k, v in header.items() if k != "__metadata__"}
-    missing = [k for k in expected if k not in present]
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise InputError(f"model file is missing tensor {missing[0]!r}{more}", p)
-    extra = [k for k in present if k not in expected and not (also_allowed and k.startswith(also_allowed))]
-    if extra:
-        raise InputError(f"model file has unexpected tensor {extra[0]!r}", p)
-    for name, (shape, kind) in expected.items():
-        entry = present[name]
-        got = tuple(entry.get("shape", ()))
-        if len(got) != len(shape) or any(e is not None and e != g for e, g in zip(shape, got)):
-            want = "(" + ", ".join("*" if e is None else str(e) for e in shape) + ")"
-            raise InputError(f"tensor {name!r} has shape {got}, expected {want}", p)
-        if entry.get("dtype") not in (float_dtypes if kind == "float" else _INT_DTYPES):
-            raise InputError(f"tensor {name!r} has dtype {entry.get('dtype')}, expected {kind}", p)
-
-
-def check_tensor_values(arrays, doc: dict[str, Any], p: Path) -> None:
-    """Check loaded tensors (numpy arrays or CPU torch tensors): landmark sets consistent and in
-    range, face indices in range, every floating tensor finite.
-
-    Raises:
-        InputError: naming the tensor and the problem.
-    """
-    import numpy as np
-
-    for name in doc["landmark_sets"]:
-        fi, bary = np.asarray(arrays[f"landmarks.{name}.face_index"]), arrays[f"landmarks.{name}.bary"]
-        if fi.shape[0] != bary.shape[0]:
-            raise InputError(f"landmark set {name!r}: {fi.shape[0]} face indices but {bary.shape[0]} bary rows", p)
-        if fi.size and (int(fi.min()) < 0 or int(fi.max()) >= doc["num_faces"]):
-            raise InputError(f"landmark set {name!r}: face_index out of range [0, {doc['num_faces']})", p)
-    faces = np.asarray(arrays["faces"])
-    if faces.size and (int(faces.min()) < 0 or int(faces.max()) >= doc["num_vertices"]):
-        raise InputError(f"faces: vertex index out of range [0, {doc['num_vertices']})", p)
-    for name, t in arrays.items():
-        a = t.detach().float().numpy() if hasattr(t, "detach") and t.is_floating_point() else np.asarray(t)
-        if a.dtype.kind == "f" and not np.isfinite(a).all():
-            raise InputError(f"tensor {name!r} holds NaN or inf", p)
 
 
 def read_model_file(path: str | os.PathLike | None) -> ModelFile:
@@ -473,20 +233,11 @@ def read_model_file(path: str | os.PathLike | None) -> ModelFile:
     from safetensors.torch import load as st_load
 
     p = _resolve(path)
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read model file: {_one_line(exc.strerror or exc)}", p) from None
-    header = _parse_header(data, len(data), p)
-    doc = _document(header, p)
-
-    check_tensor_headers(header, _expected_shapes(doc), p)  # before materialising anything
-    try:
-        tensors = st_load(data)
-    except Exception as exc:  # safetensors raises its own error types; nothing is unpickled
-        raise InputError(f"corrupt safetensors data: {_one_line(exc)}", p) from None
-    check_tensor_values(tensors, doc, p)
-    return ModelFile(p, doc, tensors, file_model_id(data))
+    file = read_model_bytes(p)  # the one parse of the header and document
+    check_tensor_headers(file.header, _expected_shapes(file.document), p)  # before materialising anything
+    tensors = decode_tensors(file, st_load)
+    check_tensor_values(tensors, file.document, p)
+    return ModelFile(p, file.document, tensors, file.model_id)
 
 
 def load_model(
@@ -532,7 +283,7 @@ def load_model(
             classes={k: v for k, v in doc["factors"].items() if v}, metadata=doc.get("metadata", {}),
         )
     except ValueError as exc:
-        raise InputError(f"inconsistent model file: {_one_line(exc)}", mf.path) from None
+        raise InputError(f"inconsistent model file: {one_line(exc)}", mf.path) from None
     model._model_id = mf.model_id
     return model.eval()
 
@@ -553,7 +304,7 @@ def load_discriminator(
         return None
     with torch.device("meta"):
         disc = Discriminator(cfg["num_classes"], cfg["image_size"], float(cfg["negative_slope"]))
-    prefix = "discriminator."
+    prefix = DISCRIMINATOR_PREFIX
     disc.load_state_dict({k[len(prefix):]: v.to(dtype) for k, v in mf.tensors.items() if k.startswith(prefix)},
                          assign=True)
     return disc.to(device)
@@ -572,7 +323,7 @@ def read_tensor(path: str | os.PathLike, key: str):
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 (safetensors' own error types)
-        raise InputError(f"cannot read model tensors: {_one_line(exc)}", src) from None
+        raise InputError(f"cannot read model tensors: {one_line(exc)}", src) from None
 
 
 def add_landmark_set(path: str | os.PathLike, landmark_set, out: str | os.PathLike | None = None,
@@ -611,7 +362,7 @@ def add_landmark_set(path: str | os.PathLike, landmark_set, out: str | os.PathLi
         with safe_open(str(src), framework="np") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
     except Exception as exc:  # noqa: BLE001 (safetensors' own error types)
-        raise InputError(f"cannot read model tensors: {_one_line(exc)}", src) from None
+        raise InputError(f"cannot read model tensors: {one_line(exc)}", src) from None
     num_faces = int(tensors["faces"].shape[0])
     fi = np.ascontiguousarray(landmark_set.face_index, dtype=np.int64)
     if fi.size and (fi.min() < 0 or fi.max() >= num_faces):

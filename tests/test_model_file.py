@@ -425,3 +425,16 @@ def test_bad_values(tmp_path, saved):
 def test_grid_helper_is_consistent():
     v, f, uv = grid_mesh(4)
     assert v.shape == (16, 3) and f.shape == (18, 3) and uv.min() == 0 and uv.max() == 1
+
+
+@pytest.mark.parametrize("kind", ["mlp", "linear"])
+def test_the_format_lists_the_generator_tensors_the_networks_hold(kind):
+    """fitface.io.model_file_format names the generator's tensors without torch (the numpy
+    decoder and load_model check files against that list): they are the networks' state_dict."""
+    from fitface.io.model_file_format import expected_generator_tensors
+    from fitface.models.linear import LinearGenerator
+
+    gen = Generator(85, 100, hidden=32) if kind == "mlp" else LinearGenerator.empty(85, 100)
+    doc = {"generator": gen.config(), "num_vertices": 100}
+    assert list(expected_generator_tensors(doc).items()) == [
+        (f"generator.{k}", (tuple(v.shape), "float")) for k, v in gen.state_dict().items()]

@@ -733,7 +733,7 @@ def load_dataset(path: str | os.PathLike, mmap: bool = True, check_values: bool 
             extras[key] = arrays[key]
     landmark_sets = {}
     if meta.get("landmark_sets"):
-        from fitface.landmarks.sets import LandmarkSet
+        from fitface.landmark_set import LandmarkSet
 
         lpath = root / LANDMARKS_FILE
         if not lpath.is_file():

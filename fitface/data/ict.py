@@ -564,7 +564,7 @@ def build_ict_dataset(
         InputError: bad source, bad counts, or an existing ``out_dir`` without ``overwrite``.
     """
     from fitface.data.format import DatasetWriter
-    from fitface.landmarks.sets import LandmarkSet
+    from fitface.landmark_set import LandmarkSet
 
     t0 = time.perf_counter()
     identities, samples, seed = int(identities), int(samples), int(seed)

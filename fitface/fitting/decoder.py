@@ -1,12 +1,18 @@
 """Torch-free decoders: latent code -> mesh vertices or landmark points, with hand-written VJPs.
 
-A decoder implements the :class:`Decoder` protocol used by the fitting engine:
+A decoder implements the :class:`Decoder` protocol used by the fitting engines
+(:mod:`fitface.fitting.landmark_fit`, :mod:`fitface.fitting.surface_refine`,
+:mod:`fitface.landmarks.photo_fit`):
 
     rows  = dec.landmark_rows(landmark_set)            # precomputed once per set (cached)
     pts   = dec.points(z (B, D), rows)                  # (B, L, 3) model frame and unit
-    gz    = dec.points_vjp(z, rows, grad_pts (B, L, 3))  # (B, D)
+    pts, vjp = dec.linearize_points(z (B, D), rows)     # the same points, and
+    gz    = vjp(grad_pts (B, L, 3))                     #   their VJP: (B, D), one forward pass
     verts = dec.vertices(z (B, D))                      # (B, V, 3)
     gz    = dec.vertices_vjp(z, grad_verts (B, V, 3))   # (B, D)
+
+:class:`MLPDecoder` and :class:`LinearDecoder` also have ``points_vjp(z, rows, grad_pts)``
+(``linearize_points(z, rows)[1](grad_pts)`` with a shape check), which the engines do not use.
 
 :class:`MLPDecoder` is the GAN generator of :mod:`fitface.models.generator` in numpy
 (``h = LeakyReLU(W1 z + b1); out = W2 h + b2; vertices = template + out.reshape(V, 3)``);
@@ -29,14 +35,17 @@ Convention:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from fitface.checks import check_faces, check_shape
-from fitface.landmarks.sets import LandmarkSet
-from fitface.models.latent import LatentLayout
+from fitface.io.model_file_format import generator_kind, read_numpy_model_file
+from fitface.io.model_registry import resolve_model
+from fitface.landmark_set import LandmarkSet
+from fitface.latent import LatentLayout
 
 #: Negative slope of the generator's LeakyReLU (supplement Fig. 12a), when not given.
 NEGATIVE_SLOPE = 0.2
@@ -68,7 +77,7 @@ class LandmarkRows:
 
 @runtime_checkable
 class Decoder(Protocol):
-    """What the fitting engine needs from a model (see the module docstring)."""
+    """What the fitting engines need from a model (see the module docstring)."""
 
     layout: LatentLayout
     unit: str
@@ -88,7 +97,9 @@ class Decoder(Protocol):
 
     def points(self, z: np.ndarray, rows: LandmarkRows) -> np.ndarray: ...
 
-    def points_vjp(self, z: np.ndarray, rows: LandmarkRows, grad_points: np.ndarray) -> np.ndarray: ...
+    def linearize_points(
+        self, z: np.ndarray, rows: LandmarkRows
+    ) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]: ...
 
     def vertices(self, z: np.ndarray) -> np.ndarray: ...
 
@@ -395,18 +406,14 @@ class LinearDecoder(_DecoderBase):
 
 # ----------------------------------------------------------------------------- model files
 
-#: safetensors dtype codes numpy reads (bfloat16 has no numpy dtype).
-_NUMPY_FLOAT = {"F16", "F32", "F64"}
-
 
 def load_decoder(path: str | os.PathLike | None, dtype: Any = np.float32) -> MLPDecoder | LinearDecoder:
     """Load a model file's generator as an :class:`MLPDecoder` (generator kind ``"mlp"``, the
     GAN) or a :class:`LinearDecoder` (kind ``"linear"``, the 3DMM baseline), without importing torch.
 
-    Validation reuses :mod:`fitface.models.model_file`'s header parsing and document checks
-    (``_resolve``, ``_parse_header``, ``_document``, ``file_model_id``) and repeats the tensor
-    checks of ``read_model_file`` that do not need torch (the discriminator's tensors, which
-    fitting does not use, are not shape-checked here).
+    The file is read, parsed and validated once, by
+    :func:`fitface.io.model_file_format.read_numpy_model_file`: the checks ``load_model`` makes,
+    but for the discriminator's tensors, which fitting does not use (they are not shape-checked).
 
     Args:
         path: the model file, a built-in model name, or ``None`` (the default built-in model).
@@ -419,65 +426,28 @@ def load_decoder(path: str | os.PathLike | None, dtype: Any = np.float32) -> MLP
     Raises:
         InputError: with a one-line message naming the file, as ``load_model``.
     """
-    from safetensors.numpy import load as st_load
-
-    from fitface.errors import InputError
-    from fitface.models import model_file as mf
-
-    from fitface.models.registry import resolve_model
-
     resolved = resolve_model(path)
-    p = resolved.path
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read model file: {mf._one_line(exc.strerror or exc)}", p) from None
-    header = mf._parse_header(data, len(data), p)
-    doc = mf._document(header, p)
+    mf = read_numpy_model_file(resolved.path)
+    doc, t = mf.document, mf.tensors
     gen = doc["generator"]
-    gen_kind = mf.generator_kind(doc)
-    nd, nv = gen["latent_dim"], doc["num_vertices"]
-    expected: dict[str, tuple[tuple[int | None, ...], str]]
-    if gen_kind == "linear":
-        expected = {"generator.basis": ((3 * nv, nd), "float"), "generator.offset": ((3 * nv,), "float")}
-    else:
-        nh = gen["hidden"]
-        expected = {
-            "generator.fc.weight": ((nh, nd), "float"),
-            "generator.fc.bias": ((nh,), "float"),
-            "generator.out.weight": ((3 * nv, nh), "float"),
-            "generator.out.bias": ((3 * nv,), "float"),
-        }
-    expected.update(mf.expected_mesh_tensors(doc))
-    has_disc = doc.get("discriminator") is not None  # fitting does not use it: not shape-checked here
-    mf.check_tensor_headers(header, expected, p, float_dtypes=_NUMPY_FLOAT,
-                            also_allowed="discriminator." if has_disc else None)
-    try:
-        t = st_load(data)
-    except Exception as exc:  # safetensors' own error types; nothing is unpickled
-        raise InputError(f"corrupt safetensors data: {mf._one_line(exc)}", p) from None
-    mf.check_tensor_values({k: t[k] for k in expected}, doc, p)
-    faces = t["faces"].astype(np.int64)
-    if faces.size and (faces.min() < 0 or faces.max() >= nv):
-        raise InputError(f"faces: vertex index out of range [0, {nv})", p)
+    faces = t["faces"].astype(np.int64)  # in range: checked by read_numpy_model_file
     sets = {name: LandmarkSet(name, t[f"landmarks.{name}.face_index"].astype(np.int64),
                               t[f"landmarks.{name}.bary"].astype(np.float64)) for name in doc["landmark_sets"]}
+    layout = LatentLayout.from_json(doc["latent_layout"])
     dec: MLPDecoder | LinearDecoder
-    if gen_kind == "linear":
+    if generator_kind(doc) == "linear":
         dec = LinearDecoder(
-            t["template"], t["generator.basis"], faces, LatentLayout.from_json(doc["latent_layout"]),
-            unit=doc["unit"], landmark_sets=sets, model_id=mf.file_model_id(data), dtype=dtype,
-            offset=t["generator.offset"],
+            t["template"], t["generator.basis"], faces, layout, unit=doc["unit"], landmark_sets=sets,
+            model_id=mf.model_id, dtype=dtype, offset=t["generator.offset"],
         )
     else:
         dec = MLPDecoder(
             t["generator.fc.weight"], t["generator.fc.bias"], t["generator.out.weight"], t["generator.out.bias"],
-            t["template"], faces, LatentLayout.from_json(doc["latent_layout"]),
-            negative_slope=float(gen["negative_slope"]), unit=doc["unit"], landmark_sets=sets,
-            model_id=mf.file_model_id(data), dtype=dtype,
+            t["template"], faces, layout, negative_slope=float(gen["negative_slope"]), unit=doc["unit"],
+            landmark_sets=sets, model_id=mf.model_id, dtype=dtype,
         )
     dec.model_name = resolved.name  # built-in name or None
-    dec.model_path = p
+    dec.model_path = mf.path
     return dec
 
 

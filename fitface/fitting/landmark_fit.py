@@ -38,7 +38,7 @@ from typing import Any, Callable
 import numpy as np
 
 from fitface.checks import check_shape
-from fitface.landmarks.sets import LandmarkSet
+from fitface.landmark_set import LandmarkSet
 
 from .adam import Adam, cosine_lr
 from .similarity import Similarity, umeyama

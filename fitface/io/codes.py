@@ -14,7 +14,7 @@ Layout (pretty JSON, UTF-8)::
 
 Convention:
     * ``model`` (optional) says which model made the codes: a built-in model name
-      (:mod:`fitface.models.registry`) or the absolute path of the model file. ``retarget`` and
+      (:mod:`fitface.io.model_registry`) or the absolute path of the model file. ``retarget`` and
       ``interpolate`` load it when no model is given, and check it by ``model_id``.
     * ``transform`` maps model space to the target's space:
       ``x_target = scale * rotation @ x_model + translation`` (x as a column 3-vector),

@@ -36,7 +36,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from fitface.landmarks.sets import LandmarkSet
+from fitface.landmark_set import LandmarkSet
 
 # --------------------------------------------------------------------------------------------
 # Domain layout of the mean face (mm, see Convention)
