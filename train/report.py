@@ -39,6 +39,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from fitface.errors import one_line
 from fitface.preview import error_colors, nice_scale  # noqa: F401 (part of this module's API)
 
 #: Paper settings of Table 1.
@@ -233,7 +234,7 @@ def table1_row(entry: ModelEntry, ds, dataset_path, opts: EvaluationOptions, nea
                 row[f"{key}_unshared"] = r.unshared_score
                 row[f"{key}_seconds"] = time.perf_counter() - t0
             except (ValueError, OSError) as exc:
-                row["notes"].append(f"{factor} decoupling failed: {' '.join(str(exc).split())[:200]}")
+                row["notes"].append(f"{factor} decoupling failed: {one_line(exc)}")
         if factor in ds.coefficients:
             try:
                 c = coefficient_decoupling(model, dataset_path, factor, int(opts.decoupling_n),
@@ -241,7 +242,7 @@ def table1_row(entry: ModelEntry, ds, dataset_path, opts: EvaluationOptions, nea
                 row[f"coef_{key}"] = c.ratio
                 row[f"coef_{key}_r2"] = c.r2
             except ValueError as exc:
-                row["notes"].append(f"{factor} coefficient decoupling failed: {' '.join(str(exc).split())[:200]}")
+                row["notes"].append(f"{factor} coefficient decoupling failed: {one_line(exc)}")
     log(f"table 1: {entry.name}: Dec-Id {_fmt(row.get('dec_id'), 1)}, Dec-Exp {_fmt(row.get('dec_exp'), 1)}, "
         f"coefficient ratios {_fmt(row.get('coef_dec_id'), 3)} / {_fmt(row.get('coef_dec_exp'), 3)}")
     return row

@@ -24,11 +24,10 @@ from fitface.api.inputs import (
     load_fit_model,
     mesh_suffix,
     model_reference,
-    one_line,
     parse_assignments,
     prepare_capture,
 )
-from fitface.errors import InputError
+from fitface.errors import InputError, one_line
 
 
 @dataclass

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from fitface.checks import check_faces, check_finite, check_shape
-from fitface.errors import InputError
+from fitface.errors import InputError, one_line
 from fitface.io.files import read_input_bytes
 from fitface.io.atomic import atomic_path
 
@@ -531,16 +531,12 @@ def _parse_stl(data: bytes, p: Path):
 
         loaded = trimesh.load(io.BytesIO(data), file_type="stl", process=False)
     except Exception as e:  # trimesh raises many types on bad input
-        raise InputError(f"not a readable STL file ({type(e).__name__}: {_one_line(e)})", p) from None
+        raise InputError(f"not a readable STL file ({type(e).__name__}: {one_line(e)})", p) from None
     if not isinstance(loaded, trimesh.Trimesh):
         raise InputError("not a single STL mesh", p)
     if len(loaded.vertices) == 0:
         raise InputError("no triangles: not an STL mesh", p)
     return np.asarray(loaded.vertices), np.asarray(loaded.faces), None
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())[:200]
 
 
 # --------------------------------------------------------------------------- saving
