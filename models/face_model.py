@@ -29,7 +29,7 @@ import torch
 from fitface.landmarks.sets import LandmarkSet
 from torch import nn
 
-from fitface.checks import check_faces, check_shape
+from fitface.checks import check_face_index, check_faces, check_shape
 from fitface.units import check_unit
 
 from .latent import LatentLayout
@@ -141,9 +141,7 @@ class FaceModel(nn.Module):
         for name, lset in dict(landmark_sets or {}).items():
             if not name or "." in name:
                 raise ValueError(f"landmark_sets: invalid name {name!r} (no '.' allowed)")
-            fi = np.asarray(lset.face_index)
-            if fi.size and (fi.min() < 0 or fi.max() >= num_faces):
-                raise ValueError(f"landmark_sets[{name!r}]: face_index out of range [0, {num_faces})")
+            check_face_index(f"landmark_sets[{name!r}]", lset.face_index, num_faces)
             self.landmark_sets[name] = lset
             self.landmark_buffers[name] = LandmarkBuffers(lset, self.faces, dtype)
         self._model_id: str | None = None

@@ -41,7 +41,7 @@ from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from fitface.checks import check_faces, check_shape
+from fitface.checks import check_face_index, check_faces, check_shape
 from fitface.errors import InputError
 from fitface.units import check_unit
 
@@ -491,8 +491,7 @@ class DatasetWriter:
         if landmark_sets:
             sets = []
             for key, ls in landmark_sets.items():
-                if ls.face_index.size and (ls.face_index.min() < 0 or ls.face_index.max() >= len(self.faces)):
-                    raise ValueError(f"landmark_sets[{key!r}]: triangle index out of range [0, {len(self.faces)})")
+                check_face_index(f"landmark_sets[{key!r}]", ls.face_index, len(self.faces))
                 obj = ls.to_json()
                 obj["name"] = str(key)
                 sets.append(obj)
@@ -746,8 +745,7 @@ def load_dataset(path: str | os.PathLike, mmap: bool = True, check_values: bool 
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{LANDMARKS_FILE}: malformed ({exc})", root) from None
         for name, ls in landmark_sets.items():
-            if len(ls) and (ls.face_index.min() < 0 or ls.face_index.max() >= len(tf)):
-                raise InputError(f"{LANDMARKS_FILE}: set {name!r} has a triangle index out of range", root)
+            check_face_index(f"{LANDMARKS_FILE}: set {name!r}", ls.face_index, len(tf), root)
 
     return Dataset(
         path=root,
