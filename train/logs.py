@@ -24,7 +24,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from fitface.io.atomic import write_bytes, write_text
+from fitface.io.atomic import write_text
+from fitface.io.image import write_png  # noqa: F401 (re-exported: the trainer writes its grids with it)
 
 
 class CsvLog:
@@ -131,13 +132,3 @@ def sample_grid(rows: Sequence[np.ndarray], faces: np.ndarray, cell: int = 128,
             images.append(im)
             names.append((labels[i] if labels is not None and j == 0 else ""))
     return tile_images(images, labels=names if labels is not None else None, ncols=ncols)
-
-
-def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Write an RGB uint8 image as PNG, atomically."""
-    import cv2
-
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]))
-    if not ok:
-        raise RuntimeError(f"could not encode {path} as PNG")
-    write_bytes(path, buf.tobytes())
