@@ -50,6 +50,7 @@ import numpy as np
 from fitface.data.emotions import EMOTIONS, NEUTRAL
 from fitface.data.plan import MIXTURE, SamplePlan, check_build_sizes, plan_samples, split_by_identity
 from fitface.errors import InputError
+from fitface.io.mesh import load_obj_polygons
 
 #: Millimetres per source unit (the ICT model is in centimetres).
 SOURCE_TO_MM = 10.0
@@ -237,35 +238,12 @@ _IDENTITY_FILE = re.compile(r"^identity(\d{3})\.obj$")
 _NEUTRAL_FILE = "generic_neutral_mesh.obj"
 
 
-def _read_obj(path: Path, with_faces: bool) -> tuple[np.ndarray, list[list[int]]]:
-    """Minimal OBJ reader: ``v`` lines -> (n, 3) float64; ``f`` lines -> 0-based polygons."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise InputError(f"cannot read ({exc.strerror})", path) from None
-    vlines, polys = [], []
-    for line in text.splitlines():
-        if line.startswith("v "):
-            vlines.append(line[2:])
-        elif with_faces and line.startswith("f "):
-            idx = [int(tok.split("/")[0]) for tok in line[2:].split()]
-            polys.append(idx)
-    try:
-        verts = np.array(" ".join(vlines).split(), dtype=np.float64).reshape(-1, 3)
-    except ValueError:
-        raise InputError("malformed 'v' lines (expected x y z)", path) from None
-    if with_faces:  # 1-based, negative = relative to the end
-        n = len(verts)
-        polys = [[i - 1 if i > 0 else n + i for i in poly] for poly in polys]
-    return verts, polys
-
-
 def _load_checkout(root: Path) -> IctModel:
     folder = root / "FaceXModel" if (root / "FaceXModel").is_dir() else root
     neutral_file = folder / _NEUTRAL_FILE
     if not neutral_file.is_file():
         raise InputError(f"no FaceXModel/{_NEUTRAL_FILE}: not an ICT-FaceKit checkout", root)
-    full, polys = _read_obj(neutral_file, with_faces=True)
+    full, polys = load_obj_polygons(neutral_file)
     nv = min(FACE_AREA_VERTEX_COUNT, len(full))
     # the face area: polygons whose vertices all lie in it, split as fans (a, b, c), (a, c, d)
     tris = [(poly[0], poly[j], poly[j + 1]) for poly in polys if max(poly) < nv and min(poly) >= 0 for j in range(1, len(poly) - 1)]
@@ -294,7 +272,7 @@ def _load_checkout(root: Path) -> IctModel:
     def deltas(files: list[Path]) -> np.ndarray:
         out = np.empty((len(files), nv, 3))
         for k, f in enumerate(files):
-            verts, _ = _read_obj(f, with_faces=False)
+            verts, _ = load_obj_polygons(f)
             if len(verts) != len(full):
                 raise InputError(f"{len(verts)} vertices, expected {len(full)} like {_NEUTRAL_FILE}", f)
             out[k] = verts[:nv] - neutral
