@@ -47,7 +47,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fitface.data.emotions import EMOTIONS, NEUTRAL
+from fitface.data.emotions import EMOTIONS, NEUTRAL, recipe_weights
 from fitface.data.plan import MIXTURE, SamplePlan, check_build_sizes, plan_samples, split_by_identity
 from fitface.errors import InputError
 from fitface.io.mesh import load_obj_polygons
@@ -308,18 +308,18 @@ def restrict_vertices(vertex_count: int, faces: np.ndarray) -> np.ndarray:
 
 
 def recipe_matrix(expression_names: tuple[str, ...] | list[str]) -> np.ndarray:
-    """(7, K) float64 blendshape weights of each emotion at full intensity (rows in ``EMOTIONS`` order).
+    """(7, K) float64 blendshape weights of each emotion at full intensity (rows in ``EMOTIONS`` order):
+    :data:`EMOTION_RECIPES` through :data:`AU_BLENDSHAPES` onto the source's K blendshapes
+    (:func:`fitface.data.emotions.recipe_weights`; the procedural face's
+    :func:`fitface.data.procedural.recipe_matrix` is the same over its actions).
 
     Raises:
         InputError: if a non-neutral emotion has none of its blendshapes among the names.
     """
     col = {n: k for k, n in enumerate(expression_names)}
-    out = np.zeros((len(EMOTIONS), len(expression_names)))
+    columns = {au: [col[s] for s in shapes if s in col] for au, shapes in AU_BLENDSHAPES.items()}
+    out = recipe_weights((EMOTION_RECIPES[emotion] for emotion in EMOTIONS), columns, len(expression_names))
     for e, emotion in enumerate(EMOTIONS):
-        for au, weight in EMOTION_RECIPES[emotion].items():
-            for shape in AU_BLENDSHAPES[au]:
-                if shape in col:
-                    out[e, col[shape]] = weight
         if emotion != EMOTIONS[NEUTRAL] and not out[e].any():
             raise InputError(f"the source has none of the blendshapes of the {emotion} recipe")
     return out
