@@ -33,9 +33,7 @@ from fitface.checks import check_face_index, check_faces, check_shape
 from fitface.units import check_unit
 
 from .latent import LatentLayout
-
-#: Number of hex characters of a model id (sha256 prefix).
-MODEL_ID_HEX = 16
+from .model_file import MODEL_ID_HEX
 
 
 def _as_tensor(x: Any, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
