@@ -36,7 +36,6 @@ Convention:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import time
@@ -429,40 +428,17 @@ def transferred_deltas(model: IctModel, identity_weights: np.ndarray) -> np.ndar
 _STATE: dict = {}
 
 
-@contextlib.contextmanager
 def single_threaded_blas():
-    """Run the block with the loaded OpenBLAS libraries limited to one thread (best effort).
+    """A context that runs its block with the process's BLAS libraries (numpy's and scipy's
+    OpenBLAS, MKL, ...) limited to one thread, restoring their thread counts after
+    (``threadpoolctl.threadpool_limits``).
 
     The transfer's sparse solves make many small BLAS calls; multi-threaded OpenBLAS makes them
-    10-20x slower on a busy machine. This finds the OpenBLAS copies loaded in this process (numpy's
-    and scipy's) and calls their ``*openblas_set_num_threads*``, restoring the old count after.
-    Without /proc or OpenBLAS it does nothing.
+    10-20x slower on a busy machine.
     """
-    import ctypes
+    from threadpoolctl import threadpool_limits
 
-    restore = []
-    try:
-        maps = Path("/proc/self/maps").read_text()
-    except OSError:
-        maps = ""
-    for lib in sorted(set(re.findall(r"(/\S*openblas\S*\.so\S*)", maps))):
-        try:
-            dll = ctypes.CDLL(lib)
-        except OSError:
-            continue
-        for prefix, suffix in (("scipy_", "64_"), ("scipy_", ""), ("", "64_"), ("", "")):
-            setter = getattr(dll, f"{prefix}openblas_set_num_threads{suffix}", None)
-            getter = getattr(dll, f"{prefix}openblas_get_num_threads{suffix}", None)
-            if setter is not None and getter is not None:
-                old = int(getter())
-                setter(1)
-                restore.append((setter, old))
-                break
-    try:
-        yield
-    finally:
-        for setter, old in restore:
-            setter(old)
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _init_worker(model: IctModel, keep: int) -> None:
