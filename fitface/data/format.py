@@ -299,8 +299,10 @@ def _json_safe(obj: Any, what: str) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-def _is_replaceable(path: Path) -> bool:
-    """An existing folder we may overwrite: empty, or a fitface dataset."""
+def is_replaceable(path: str | os.PathLike) -> bool:
+    """Whether a dataset builder may replace ``path`` (with overwrite on): an existing folder that
+    is empty or a fitface dataset (has :data:`META_FILE`); False for anything else."""
+    path = Path(path)
     if not path.is_dir():
         return False
     return (path / META_FILE).is_file() or not any(path.iterdir())
@@ -365,7 +367,7 @@ class DatasetWriter:
         if self.out_dir.exists():
             if not self.overwrite:
                 raise InputError("already exists (use --overwrite / overwrite=True to replace it)", self.out_dir)
-            if not _is_replaceable(self.out_dir):
+            if not is_replaceable(self.out_dir):
                 raise InputError(
                     "exists and is not a fitface dataset (no dataset.json); refusing to overwrite it",
                     self.out_dir,
