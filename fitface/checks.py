@@ -20,8 +20,6 @@ import numpy as np
 
 from fitface.errors import InputError
 
-Dim = "int | str | None"
-
 
 def _shape_of(x: Any) -> tuple[int, ...]:
     shape = getattr(x, "shape", None)

@@ -416,7 +416,6 @@ def markdown(report: dict[str, Any]) -> str:
             cells = [f"{per[repr(float(x))]['surface_rmse_mm']:.2f} ({per[repr(float(x))]['vertex_rmse_mm']:.2f})"
                      for x in lams]
             L.append(f"| {name} | " + " | ".join(cells) + " |")
-    rt = report.get("retargeting")
     for key, title in (("retargeting", "sparse landmark fits"), ("retargeting_dense", "dense fits (every vertex)")):
         rt = report.get(key)
         if not rt:
