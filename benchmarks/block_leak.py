@@ -57,7 +57,7 @@ def main() -> None:
     import torch
 
     from fitface.data.format import load_dataset
-    from fitface.errors import InputError
+    from fitface.errors import InputError, one_line
     from fitface.models.model_file import load_model
     from fitface.train.decoupling import CoefficientRegressor
 
@@ -67,7 +67,7 @@ def main() -> None:
         regressor = CoefficientRegressor(ds, "expression")
         models = {name: load_model(name).float() for name in args.models}
     except (InputError, ValueError) as exc:
-        print(" ".join(str(exc).split()), file=sys.stderr)
+        print(one_line(exc), file=sys.stderr)
         raise SystemExit(2)
     print("| model | " + " | ".join("+".join(b) for b in BLOCK_SETS) + " |")
     print("|---" * (len(BLOCK_SETS) + 1) + "|")

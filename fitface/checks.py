@@ -4,6 +4,7 @@ Use these at public entry points instead of ``assert`` (which ``python -O`` stri
 
     check_shape("vertices", vertices, ("B", "V", 3))
     check_shape("faces", faces, ("F", 3))
+    check_face_index("landmark set 'ibug68'", lset.face_index, len(faces))
 
 A dimension given as an ``int`` must match exactly; a ``str`` is a named size that
 must agree wherever the same name appears in one call (pass ``sizes`` to share names
@@ -12,11 +13,12 @@ across calls); ``None`` matches anything.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 import numpy as np
 
-Dim = "int | str | None"
+from fitface.errors import InputError
 
 
 def _shape_of(x: Any) -> tuple[int, ...]:
@@ -85,3 +87,25 @@ def check_faces(name: str, faces: Any, num_vertices: int) -> None:
         raise ValueError(
             f"{name}: vertex index out of range [0, {num_vertices}): min {arr.min()}, max {arr.max()}"
         )
+
+
+def check_face_index(name: str, face_index: Any, num_faces: int, path: str | os.PathLike | None = None) -> None:
+    """Raise unless every triangle index of a landmark set (its ``face_index``) lies in
+    [0, num_faces) (an empty set passes).
+
+    Args:
+        name: what the indices belong to, e.g. ``"landmark set 'ibug68'"``.
+        face_index: (L,) integer array or tensor.
+        num_faces: F of the mesh.
+        path: the file the indices come from, if any.
+
+    Raises:
+        ValueError: ``"<name>: face_index out of range [0, <num_faces>)"``; with ``path``, the
+            same message as an :class:`~fitface.errors.InputError` naming the file.
+    """
+    arr = face_index.detach().cpu().numpy() if hasattr(face_index, "detach") else np.asarray(face_index)
+    if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= num_faces):
+        message = f"{name}: face_index out of range [0, {num_faces})"
+        if path is not None:
+            raise InputError(message, path)
+        raise ValueError(message)

@@ -234,7 +234,7 @@ def load_real_captures(path: Path = REAL_CAPTURES, keys=None) -> dict[str, np.nd
     Raises:
         InputError: the file is missing (a stripped installation) or unreadable.
     """
-    from fitface.errors import InputError
+    from fitface.errors import InputError, one_line
 
     if not path.is_file():
         raise InputError("the real-face demo captures are not installed", path)
@@ -242,7 +242,7 @@ def load_real_captures(path: Path = REAL_CAPTURES, keys=None) -> dict[str, np.nd
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in (z.files if keys is None else keys)}
     except (OSError, ValueError, KeyError) as exc:
-        raise InputError(f"unreadable demo captures: {' '.join(str(exc).split())}", path) from None
+        raise InputError(f"unreadable demo captures: {one_line(exc)}", path) from None
 
 
 def _real_vertex_count() -> int | None:

@@ -5,11 +5,23 @@ whose message already names the file or argument and the problem, e.g.
 ``"scan.ply: no faces"``. The CLI prints ``error: <message>`` on one line and exits
 with :attr:`InputError.exit_code` (2); :class:`NoFaceError` exits with 3. Library
 callers catch them as ordinary exceptions (both are ``ValueError`` subclasses).
+An exception from elsewhere (numpy, safetensors, mediapipe, ...) that becomes part of such a
+message goes through :func:`one_line` first.
 """
 
 from __future__ import annotations
 
 import os
+
+#: The most characters :func:`one_line` keeps.
+ONE_LINE_MAX = 300
+
+
+def one_line(exc: object) -> str:
+    """``str(exc)`` (an exception's message, or any object) as one line for an error message:
+    every run of white space, newlines included, becomes one space, and the text is cut to its
+    first :data:`ONE_LINE_MAX` characters."""
+    return " ".join(str(exc).split())[:ONE_LINE_MAX]
 
 
 class FitfaceError(Exception):

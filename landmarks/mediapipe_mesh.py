@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fitface.errors import InputError
+from fitface.errors import InputError, one_line
 
 #: Default largest number of faces looked for in one image.
 MAX_FACES = 8
@@ -180,7 +180,7 @@ class FaceMeshDetector:
                 with _native_stderr_silenced():
                     self._impl = vision.FaceLandmarker.create_from_options(opts)
             except (RuntimeError, ValueError, OSError) as exc:
-                msg = " ".join(str(exc).split())[:200]
+                msg = one_line(exc)
                 raise InputError(f"not a usable mediapipe face landmarker model: {msg}", p) from None
             self._backend = "tasks"
 
@@ -208,7 +208,7 @@ class FaceMeshDetector:
                 try:
                     res = self._impl.detect(mp_image)
                 except RuntimeError as exc:  # a .task bundle whose models do not fit the graph
-                    msg = " ".join(str(exc).split())[:200]
+                    msg = one_line(exc)
                     raise InputError(f"the mediapipe face landmarker model failed: {msg}", self.model_path) from None
                 for lm in res.face_landmarks or []:
                     pts = np.array([(q.x, q.y, q.z) for q in lm], dtype=np.float64)

@@ -57,11 +57,6 @@ CANDIDATE_INDICES = np.setdiff1d(np.arange(NUM_MESH_POINTS), np.asarray(FACE_OVA
 CANDIDATE_INDICES.setflags(write=False)
 
 
-def candidate_indices() -> np.ndarray:
-    """(432,) int64 copy of :data:`CANDIDATE_INDICES`."""
-    return CANDIDATE_INDICES.copy()
-
-
 def check_indices(indices, num_points: int = NUM_MESH_POINTS) -> np.ndarray:
     """Validate mediapipe indices: (L,) ints, unique, in ``[0, num_points)``.
 
@@ -90,5 +85,5 @@ def point_names(indices) -> list[str]:
 __all__ = [
     "CANDIDATE_INDICES", "CHIN", "FACE_OVAL", "FOREHEAD_TOP", "IRIS", "LEFT_EYE_INNER", "LEFT_EYE_OUTER",
     "MOUTH_LEFT", "MOUTH_RIGHT", "NOSE_TIP", "NUM_MESH_POINTS", "NUM_POINTS_WITH_IRIS", "RIGHT_EYE_INNER",
-    "RIGHT_EYE_OUTER", "candidate_indices", "check_indices", "point_names",
+    "RIGHT_EYE_OUTER", "check_indices", "point_names",
 ]

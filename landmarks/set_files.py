@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fitface.errors import InputError
+from fitface.errors import InputError, one_line
 
 #: Barycentric slack when validating user files (>= -tol, |sum - 1| <= tol; then renormalised).
 BARY_FILE_TOL = 1e-6
@@ -91,7 +91,7 @@ def read_landmark_set_file(path: str | os.PathLike, name: str, faces: np.ndarray
         try:
             return LandmarkSet.from_vertex_indices(name, v, faces)
         except ValueError as exc:
-            raise InputError(" ".join(str(exc).split()), p) from None
+            raise InputError(one_line(exc), p) from None
     if not rows:
         raise InputError("no landmarks in file", p)
     fi = np.asarray([r[0] for r in rows], dtype=np.int64)

@@ -29,13 +29,11 @@ import torch
 from fitface.landmarks.sets import LandmarkSet
 from torch import nn
 
-from fitface.checks import check_faces, check_shape
+from fitface.checks import check_face_index, check_faces, check_shape
 from fitface.units import check_unit
 
 from .latent import LatentLayout
-
-#: Number of hex characters of a model id (sha256 prefix).
-MODEL_ID_HEX = 16
+from .model_file import MODEL_ID_HEX
 
 
 def _as_tensor(x: Any, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -141,9 +139,7 @@ class FaceModel(nn.Module):
         for name, lset in dict(landmark_sets or {}).items():
             if not name or "." in name:
                 raise ValueError(f"landmark_sets: invalid name {name!r} (no '.' allowed)")
-            fi = np.asarray(lset.face_index)
-            if fi.size and (fi.min() < 0 or fi.max() >= num_faces):
-                raise ValueError(f"landmark_sets[{name!r}]: face_index out of range [0, {num_faces})")
+            check_face_index(f"landmark_sets[{name!r}]", lset.face_index, num_faces)
             self.landmark_sets[name] = lset
             self.landmark_buffers[name] = LandmarkBuffers(lset, self.faces, dtype)
         self._model_id: str | None = None

@@ -108,7 +108,9 @@ def read_run(run: Path) -> dict[str, tuple[list[float], list[float]]]:
     except TypeError:  # csv.DictReader puts the extra cells of a row under the key None
         fail(f"{path}: not a readable CSV table (a row has more cells than the header)")
     except (OSError, UnicodeDecodeError, csv.Error, ValueError) as e:
-        fail(f"{path}: not a readable CSV table ({' '.join(str(e).split())})")
+        from fitface.errors import one_line
+
+        fail(f"{path}: not a readable CSV table ({one_line(e)})")
     if not met:
         fail(f"{path}: no rows yet")
     if "step" not in met:

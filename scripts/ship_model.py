@@ -47,7 +47,7 @@ def ict_licence_text(source: Path) -> str:
     Raises:
         InputError: no such file or folder, no licence in it, an unreadable npz.
     """
-    from fitface.errors import InputError
+    from fitface.errors import InputError, one_line
 
     if source.is_dir():
         for name in ("LICENSE", "LICENSE.txt", "LICENSE.md"):
@@ -62,7 +62,7 @@ def ict_licence_text(source: Path) -> str:
                 raise InputError("no 'license' key in the npz", source)
             return str(z["license"])
     except (OSError, ValueError) as exc:
-        raise InputError(f"unreadable npz: {' '.join(str(exc).split())}", source) from None
+        raise InputError(f"unreadable npz: {one_line(exc)}", source) from None
 
 
 def budget_line(doc: dict) -> str:

@@ -24,7 +24,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from fitface.io.atomic import write_bytes, write_text
+from fitface.io.atomic import write_text
+from fitface.io.image import write_png  # noqa: F401 (re-exported: the trainer writes its grids with it)
 
 
 class CsvLog:
@@ -101,43 +102,41 @@ class TensorBoardLog:
             self.writer.close()
 
 
+#: Albedo of the rows of a sample grid, in turn: dark grey, light grey, purple.
+ROW_TINTS = ((0.45, 0.45, 0.45), (0.78, 0.78, 0.78), (0.62, 0.45, 0.72))
+
+
 def sample_grid(rows: Sequence[np.ndarray], faces: np.ndarray, cell: int = 128,
-                labels: Sequence[str] | None = None) -> np.ndarray:
-    """Render rows of meshes and tile them like the paper's Fig. 3.
+                labels: Sequence[str] | None = None, *, camera=None, background=(0, 0, 0)) -> np.ndarray:
+    """Render rows of meshes and tile them like the paper's Fig. 3 (the training run's grids and
+    the evaluation report's sample figures).
 
     Args:
         rows: R arrays (C, V, 3) float of vertex positions (model unit), one block per row
-            (e.g. random samples / shared expression code / shared identity code).
+            (e.g. random samples / shared expression code / shared identity code); row ``i``
+            is rendered with the albedo ``ROW_TINTS[i % 3]``.
         faces: (F, 3) int.
-        cell: pixel size of one rendering.
+        cell: pixel size of one rendering (when ``camera`` is None).
         labels: optional R row titles, drawn above the row's first cell.
+        camera: one :class:`~fitface.geometry.camera.Camera` for every cell (sizes compare
+            across cells; its size wins over ``cell``); None frames each mesh by itself.
+        background: RGB 0..255 (or one grey value) behind the meshes.
 
     Returns:
         (H, W, 3) uint8 RGB grid.
     """
     from fitface.geometry.render import render_shaded, tile_images
 
-    # Frame every face with the same camera (the first one's) so sizes are comparable.
     images, names = [], []
-    tints = [(0.45, 0.45, 0.45), (0.78, 0.78, 0.78), (0.62, 0.45, 0.72)]  # dark grey, light grey, purple
     ncols = max(len(r) for r in rows)
+    blank = (cell, cell) if camera is None else (camera.height, camera.width)
     for i, block in enumerate(rows):
         for j in range(ncols):
             if j < len(block):
-                im = render_shaded(np.asarray(block[j], dtype=np.float64), faces, size=cell,
-                                   albedo=tints[i % len(tints)]).image
+                im = render_shaded(np.asarray(block[j], dtype=np.float64), faces, size=cell, camera=camera,
+                                   albedo=ROW_TINTS[i % len(ROW_TINTS)], background=background).image
             else:
-                im = np.zeros((cell, cell, 3), np.uint8)
+                im = np.zeros((*blank, 3), np.uint8)
             images.append(im)
             names.append((labels[i] if labels is not None and j == 0 else ""))
     return tile_images(images, labels=names if labels is not None else None, ncols=ncols)
-
-
-def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Write an RGB uint8 image as PNG, atomically."""
-    import cv2
-
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]))
-    if not ok:
-        raise RuntimeError(f"could not encode {path} as PNG")
-    write_bytes(path, buf.tobytes())

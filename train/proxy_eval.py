@@ -92,7 +92,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fitface.api.inputs import one_line
+from fitface.errors import one_line
 
 #: Expressions per test identity of :func:`fitface.train.testsets.build_test_captures`.
 EXPRESSIONS_PER_IDENTITY = 12

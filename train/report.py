@@ -39,6 +39,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from fitface.errors import one_line
 from fitface.preview import error_colors, nice_scale  # noqa: F401 (part of this module's API)
 
 #: Paper settings of Table 1.
@@ -48,6 +49,8 @@ DECOUPLING_N = 100
 DECOUPLING_M = 100
 #: Side of each rendered tile in the figures (pixels).
 TILE = 160
+#: Background of the rendered tiles (RGB).
+TILE_BACKGROUND = (30, 30, 34)
 #: Columns of the sample grids.
 GRID_COLUMNS = 6
 
@@ -127,7 +130,7 @@ def render_tile(vertices, faces, camera, colors=None) -> np.ndarray:
     """(TILE, TILE, 3) uint8 shaded render, optionally with per-vertex colours (V, 3) in [0, 1]."""
     from fitface.geometry.render import render_shaded
 
-    return render_shaded(vertices, faces, camera=camera, vertex_colors=colors, background=(30, 30, 34)).image
+    return render_shaded(vertices, faces, camera=camera, vertex_colors=colors, background=TILE_BACKGROUND).image
 
 
 def _camera(template):
@@ -233,7 +236,7 @@ def table1_row(entry: ModelEntry, ds, dataset_path, opts: EvaluationOptions, nea
                 row[f"{key}_unshared"] = r.unshared_score
                 row[f"{key}_seconds"] = time.perf_counter() - t0
             except (ValueError, OSError) as exc:
-                row["notes"].append(f"{factor} decoupling failed: {' '.join(str(exc).split())[:200]}")
+                row["notes"].append(f"{factor} decoupling failed: {one_line(exc)}")
         if factor in ds.coefficients:
             try:
                 c = coefficient_decoupling(model, dataset_path, factor, int(opts.decoupling_n),
@@ -241,16 +244,17 @@ def table1_row(entry: ModelEntry, ds, dataset_path, opts: EvaluationOptions, nea
                 row[f"coef_{key}"] = c.ratio
                 row[f"coef_{key}_r2"] = c.r2
             except ValueError as exc:
-                row["notes"].append(f"{factor} coefficient decoupling failed: {' '.join(str(exc).split())[:200]}")
+                row["notes"].append(f"{factor} coefficient decoupling failed: {one_line(exc)}")
     log(f"table 1: {entry.name}: Dec-Id {_fmt(row.get('dec_id'), 1)}, Dec-Exp {_fmt(row.get('dec_exp'), 1)}, "
         f"coefficient ratios {_fmt(row.get('coef_dec_id'), 3)} / {_fmt(row.get('coef_dec_exp'), 3)}")
     return row
 
 
-def sample_grid(entry: ModelEntry, seed: int) -> np.ndarray:
-    """Fig. 3-style grid: random samples; a shared expression code; a shared identity code."""
+def samples_figure(entry: ModelEntry, seed: int) -> np.ndarray:
+    """Fig. 3-style grid (:func:`fitface.train.logs.sample_grid`, one camera framed on the
+    template): random samples; a shared expression code; a shared identity code."""
     from fitface.api.inputs import load_fit_model
-    from fitface.geometry.render import tile_images
+    from fitface.train.logs import sample_grid
 
     dec = load_fit_model(entry.path)
     lay = dec.layout
@@ -260,13 +264,9 @@ def sample_grid(entry: ModelEntry, seed: int) -> np.ndarray:
     for r, f in ((1, "expression"), (2, "identity")):
         if f in lay.names:
             rows[r][:, lay.slice(f)] = rows[r][:1, lay.slice(f)]
-    z = np.concatenate(rows)
-    v = np.asarray(dec.vertices(z), dtype=np.float64)
-    cam = _camera(dec.template)
-    tiles = [render_tile(x, dec.faces, cam) for x in v]
-    labels = ([f"random {i}" for i in range(n)] + [f"same expr. {i}" for i in range(n)]
-              + [f"same identity {i}" for i in range(n)])
-    return tile_images(tiles, labels, ncols=n)
+    v = np.asarray(dec.vertices(np.concatenate(rows)), dtype=np.float64).reshape(3, n, -1, 3)
+    return sample_grid(list(v), dec.faces, TILE, ["random", "same expression", "same identity"],
+                       camera=_camera(dec.template), background=TILE_BACKGROUND)
 
 
 # ------------------------------------------------------------------------------ figures
@@ -416,7 +416,6 @@ def markdown(report: dict[str, Any]) -> str:
             cells = [f"{per[repr(float(x))]['surface_rmse_mm']:.2f} ({per[repr(float(x))]['vertex_rmse_mm']:.2f})"
                      for x in lams]
             L.append(f"| {name} | " + " | ".join(cells) + " |")
-    rt = report.get("retargeting")
     for key, title in (("retargeting", "sparse landmark fits"), ("retargeting_dense", "dense fits (every vertex)")):
         rt = report.get(key)
         if not rt:
@@ -552,7 +551,7 @@ def run_evaluation(model_paths, data_dir, out_dir, opts: EvaluationOptions | Non
         if opts.figures:
             for e in entries:
                 figure(f"samples_{e.name}.png", f"Samples of {e.name}: random; shared expression code; shared "
-                       f"identity code", sample_grid(e, opts.seed))
+                       f"identity code", samples_figure(e, opts.seed))
 
     # ---- test captures, Table 2, retargeting
     want2, wantr = "table2" not in opts.skip, "retarget" not in opts.skip

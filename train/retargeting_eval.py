@@ -135,7 +135,7 @@ def run_retargeting(models: dict[str, Any], captures, config: RetargetConfig | N
     from fitface.api.inputs import load_fit_model
     from fitface.io.codes import Codes
     from fitface.landmarks.sets import LandmarkSet
-    from fitface.train.sparse_reconstruction import SparseConfig, _landmark_set
+    from fitface.train.sparse_reconstruction import SparseConfig, resolve_landmark_set
     from fitface.units import scale_between
 
     cfg = RetargetConfig() if config is None else config
@@ -157,7 +157,7 @@ def run_retargeting(models: dict[str, Any], captures, config: RetargetConfig | N
             lset = LandmarkSet.from_vertex_indices("dense", np.arange(dec.num_vertices), captures.faces)
             targets = gt[used]
         else:
-            lset = _landmark_set(dec, captures, cfg.landmark_set)
+            lset = resolve_landmark_set(dec, captures, cfg.landmark_set)
             ls = dec.landmark_sets[lset] if isinstance(lset, str) else lset
             targets = ls.points(gt[used], captures.faces)
         unit_scale = scale_between(dec.unit, captures.unit)

@@ -42,11 +42,6 @@ def torch_generator(seed: int, step: int, stream: str, k: int = 0, device="cpu")
     return g
 
 
-def numpy_generator(seed: int, step: int, stream: str, k: int = 0) -> np.random.Generator:
-    """A ``numpy.random.Generator`` seeded with :func:`step_seed`."""
-    return np.random.default_rng(step_seed(seed, step, stream, k))
-
-
 def fixed_codes(layout, num_classes: Mapping[str, int], seed: int) -> dict[str, torch.Tensor]:
     """Draw the fixed per-label codes T once (paper §4.3).
 

@@ -284,8 +284,14 @@ def random_motions(n: int, rng: np.random.Generator, rotation_deg: float, transl
                       else np.zeros((n, 3)))
 
 
-def _landmark_set(decoder, captures, name: str):
-    """The landmark set to fit: the model's set of that name, else the dataset's (same topology)."""
+def resolve_landmark_set(decoder, captures, name: str):
+    """The landmark set named ``name`` to fit ``captures`` with (Table 2 and retargeting): the
+    model's set of that name (returned as its name), else the captures' dataset's
+    :class:`~fitface.landmarks.sets.LandmarkSet` (same topology).
+
+    Raises:
+        InputError: neither has a set of that name.
+    """
     from fitface.errors import InputError
 
     if name in decoder.landmark_sets:
@@ -368,7 +374,7 @@ def run_sparse_reconstruction(models: dict[str, Any], captures, config: SparseCo
     for name, model in models.items():
         dec = load_fit_model(model)
         check_topology(dec, captures, name)
-        lset = _landmark_set(dec, captures, cfg.landmark_set)
+        lset = resolve_landmark_set(dec, captures, cfg.landmark_set)
         if lms is None:
             lm_set = dec.landmark_sets[lset] if isinstance(lset, str) else lset
             lms = lm_set.points(gt, captures.faces)

@@ -173,26 +173,21 @@ def ict_recipe_matrix(expression_names, recipes: dict[str, dict[str, float]] = I
     Raises:
         InputError: a recipe names a blendshape the source lacks.
     """
+    from fitface.data.emotions import recipe_weights
+
     col = {str(n): k for k, n in enumerate(expression_names)}
-    out = np.zeros((len(recipes), len(col)))
-    for e, (name, rec) in enumerate(recipes.items()):
-        for shape, w in rec.items():
+    for name, rec in recipes.items():
+        for shape in rec:
             if shape not in col:
                 raise InputError(f"extreme expression {name!r}: the ICT source has no blendshape {shape!r}")
-            out[e, col[shape]] = w
-    return out
+    return recipe_weights(recipes.values(), {n: [k] for n, k in col.items()}, len(col))
 
 
 def synthetic_recipe_matrix(recipes: dict[str, dict[str, float]] = SYNTHETIC_EXTREME_RECIPES) -> np.ndarray:
     """(E, NUM_ACTIONS) float64 action vectors of the synthetic extreme recipes."""
-    from fitface.data.procedural import ACTION_NAMES
+    from fitface.data.procedural import recipe_matrix
 
-    col = {n.split("_")[0]: k for k, n in enumerate(ACTION_NAMES)}
-    out = np.zeros((len(recipes), len(ACTION_NAMES)))
-    for e, rec in enumerate(recipes.values()):
-        for au, w in rec.items():
-            out[e, col[au]] = w
-    return out
+    return recipe_matrix(recipes)
 
 
 def recipe_overlap(extreme: np.ndarray, emotions: np.ndarray) -> np.ndarray:

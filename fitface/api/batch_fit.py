@@ -24,11 +24,10 @@ from fitface.api.inputs import (
     load_fit_model,
     mesh_suffix,
     model_reference,
-    one_line,
     parse_assignments,
     prepare_capture,
 )
-from fitface.errors import InputError
+from fitface.errors import InputError, one_line
 
 
 @dataclass
@@ -222,7 +221,7 @@ def write_summary(out: Path, batch: BatchResult, model_id: str, ignored: int = 0
     sources (landmarks, scan or photo) and output folder, or its failure reason.
     """
     from fitface.captures import natural_key
-    from fitface.io.codes import _to_json
+    from fitface.io.codes import to_json
     from fitface.outputs import write_batch_summary
 
     rows, captures = [], []
@@ -257,4 +256,4 @@ def write_summary(out: Path, batch: BatchResult, model_id: str, ignored: int = 0
         "captures": captures,
         "failures": [{"name": n, "reason": r} for n, r in batch.failures],
     }
-    return write_batch_summary(out, rows, _to_json(doc, "summary"), batch.failures, shard_kn)
+    return write_batch_summary(out, rows, to_json(doc, "summary"), batch.failures, shard_kn)

@@ -71,7 +71,7 @@ class FitResult:
 
     def summary(self) -> dict[str, Any]:
         """The JSON summary (``--json``): the codes.json document plus ``files``."""
-        from fitface.io.codes import FORMAT_VERSION, _to_json
+        from fitface.io.codes import FORMAT_VERSION, to_json
 
         doc = {"format_version": FORMAT_VERSION, "model_id": self.codes.model_id}
         if self.codes.model is not None:
@@ -79,7 +79,7 @@ class FitResult:
         doc.update({"unit": self.codes.unit, "codes": self.codes.codes, "transform": self.codes.transform})
         doc.update(self.codes.extra)
         doc["files"] = {k: str(v) for k, v in self.files.items()}
-        return _to_json(doc, "summary")
+        return to_json(doc, "summary")
 
     def preview(self, size: int = 384) -> np.ndarray:
         """(size, size, 3) uint8 RGB picture of the fit (see :func:`fitface.preview.fit_preview`)."""

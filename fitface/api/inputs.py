@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from fitface.errors import InputError
+from fitface.errors import InputError, one_line  # noqa: F401 (one_line: re-exported)
 
 #: Default weight of the latent regulariser ``lambda ||z||^2`` (paper eq. 13; Table 2 uses 0, 0.01, 10,
 #: and its GAN does best at 10). Measured with 1 mm landmark noise (tests/test_fit_accuracy.py):
@@ -139,10 +139,6 @@ def model_for_codes(items: Sequence[tuple[Any, Any]], model: Any = None):
         problem = f"it records no model, and its model_id {first.model_id} is none of the installed built-in models"
     raise InputError(f"{problem}; pass --model with the model file that made it (model_id {first.model_id})",
                      where0)
-
-
-def one_line(exc: Any) -> str:
-    return " ".join(str(exc).split())[:300]
 
 
 # ------------------------------------------------------------------------------ inputs

@@ -41,7 +41,7 @@ from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from fitface.checks import check_faces, check_shape
+from fitface.checks import check_face_index, check_faces, check_shape
 from fitface.errors import InputError
 from fitface.units import check_unit
 
@@ -299,8 +299,10 @@ def _json_safe(obj: Any, what: str) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-def _is_replaceable(path: Path) -> bool:
-    """An existing folder we may overwrite: empty, or a fitface dataset."""
+def is_replaceable(path: str | os.PathLike) -> bool:
+    """Whether a dataset builder may replace ``path`` (with overwrite on): an existing folder that
+    is empty or a fitface dataset (has :data:`META_FILE`); False for anything else."""
+    path = Path(path)
     if not path.is_dir():
         return False
     return (path / META_FILE).is_file() or not any(path.iterdir())
@@ -365,7 +367,7 @@ class DatasetWriter:
         if self.out_dir.exists():
             if not self.overwrite:
                 raise InputError("already exists (use --overwrite / overwrite=True to replace it)", self.out_dir)
-            if not _is_replaceable(self.out_dir):
+            if not is_replaceable(self.out_dir):
                 raise InputError(
                     "exists and is not a fitface dataset (no dataset.json); refusing to overwrite it",
                     self.out_dir,
@@ -491,8 +493,7 @@ class DatasetWriter:
         if landmark_sets:
             sets = []
             for key, ls in landmark_sets.items():
-                if ls.face_index.size and (ls.face_index.min() < 0 or ls.face_index.max() >= len(self.faces)):
-                    raise ValueError(f"landmark_sets[{key!r}]: triangle index out of range [0, {len(self.faces)})")
+                check_face_index(f"landmark_sets[{key!r}]", ls.face_index, len(self.faces))
                 obj = ls.to_json()
                 obj["name"] = str(key)
                 sets.append(obj)
@@ -746,8 +747,7 @@ def load_dataset(path: str | os.PathLike, mmap: bool = True, check_values: bool 
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{LANDMARKS_FILE}: malformed ({exc})", root) from None
         for name, ls in landmark_sets.items():
-            if len(ls) and (ls.face_index.min() < 0 or ls.face_index.max() >= len(tf)):
-                raise InputError(f"{LANDMARKS_FILE}: set {name!r} has a triangle index out of range", root)
+            check_face_index(f"{LANDMARKS_FILE}: set {name!r}", ls.face_index, len(tf), root)
 
     return Dataset(
         path=root,

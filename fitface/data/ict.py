@@ -36,7 +36,6 @@ Convention:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import time
@@ -47,9 +46,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fitface.data.emotions import EMOTIONS, NEUTRAL
+from fitface.data.emotions import EMOTIONS, NEUTRAL, recipe_weights
 from fitface.data.plan import MIXTURE, SamplePlan, check_build_sizes, plan_samples, split_by_identity
 from fitface.errors import InputError
+from fitface.io.mesh import load_obj_polygons
 
 #: Millimetres per source unit (the ICT model is in centimetres).
 SOURCE_TO_MM = 10.0
@@ -237,35 +237,12 @@ _IDENTITY_FILE = re.compile(r"^identity(\d{3})\.obj$")
 _NEUTRAL_FILE = "generic_neutral_mesh.obj"
 
 
-def _read_obj(path: Path, with_faces: bool) -> tuple[np.ndarray, list[list[int]]]:
-    """Minimal OBJ reader: ``v`` lines -> (n, 3) float64; ``f`` lines -> 0-based polygons."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise InputError(f"cannot read ({exc.strerror})", path) from None
-    vlines, polys = [], []
-    for line in text.splitlines():
-        if line.startswith("v "):
-            vlines.append(line[2:])
-        elif with_faces and line.startswith("f "):
-            idx = [int(tok.split("/")[0]) for tok in line[2:].split()]
-            polys.append(idx)
-    try:
-        verts = np.array(" ".join(vlines).split(), dtype=np.float64).reshape(-1, 3)
-    except ValueError:
-        raise InputError("malformed 'v' lines (expected x y z)", path) from None
-    if with_faces:  # 1-based, negative = relative to the end
-        n = len(verts)
-        polys = [[i - 1 if i > 0 else n + i for i in poly] for poly in polys]
-    return verts, polys
-
-
 def _load_checkout(root: Path) -> IctModel:
     folder = root / "FaceXModel" if (root / "FaceXModel").is_dir() else root
     neutral_file = folder / _NEUTRAL_FILE
     if not neutral_file.is_file():
         raise InputError(f"no FaceXModel/{_NEUTRAL_FILE}: not an ICT-FaceKit checkout", root)
-    full, polys = _read_obj(neutral_file, with_faces=True)
+    full, polys = load_obj_polygons(neutral_file)
     nv = min(FACE_AREA_VERTEX_COUNT, len(full))
     # the face area: polygons whose vertices all lie in it, split as fans (a, b, c), (a, c, d)
     tris = [(poly[0], poly[j], poly[j + 1]) for poly in polys if max(poly) < nv and min(poly) >= 0 for j in range(1, len(poly) - 1)]
@@ -294,7 +271,7 @@ def _load_checkout(root: Path) -> IctModel:
     def deltas(files: list[Path]) -> np.ndarray:
         out = np.empty((len(files), nv, 3))
         for k, f in enumerate(files):
-            verts, _ = _read_obj(f, with_faces=False)
+            verts, _ = load_obj_polygons(f)
             if len(verts) != len(full):
                 raise InputError(f"{len(verts)} vertices, expected {len(full)} like {_NEUTRAL_FILE}", f)
             out[k] = verts[:nv] - neutral
@@ -330,18 +307,18 @@ def restrict_vertices(vertex_count: int, faces: np.ndarray) -> np.ndarray:
 
 
 def recipe_matrix(expression_names: tuple[str, ...] | list[str]) -> np.ndarray:
-    """(7, K) float64 blendshape weights of each emotion at full intensity (rows in ``EMOTIONS`` order).
+    """(7, K) float64 blendshape weights of each emotion at full intensity (rows in ``EMOTIONS`` order):
+    :data:`EMOTION_RECIPES` through :data:`AU_BLENDSHAPES` onto the source's K blendshapes
+    (:func:`fitface.data.emotions.recipe_weights`; the procedural face's
+    :func:`fitface.data.procedural.recipe_matrix` is the same over its actions).
 
     Raises:
         InputError: if a non-neutral emotion has none of its blendshapes among the names.
     """
     col = {n: k for k, n in enumerate(expression_names)}
-    out = np.zeros((len(EMOTIONS), len(expression_names)))
+    columns = {au: [col[s] for s in shapes if s in col] for au, shapes in AU_BLENDSHAPES.items()}
+    out = recipe_weights((EMOTION_RECIPES[emotion] for emotion in EMOTIONS), columns, len(expression_names))
     for e, emotion in enumerate(EMOTIONS):
-        for au, weight in EMOTION_RECIPES[emotion].items():
-            for shape in AU_BLENDSHAPES[au]:
-                if shape in col:
-                    out[e, col[shape]] = weight
         if emotion != EMOTIONS[NEUTRAL] and not out[e].any():
             raise InputError(f"the source has none of the blendshapes of the {emotion} recipe")
     return out
@@ -451,40 +428,17 @@ def transferred_deltas(model: IctModel, identity_weights: np.ndarray) -> np.ndar
 _STATE: dict = {}
 
 
-@contextlib.contextmanager
 def single_threaded_blas():
-    """Run the block with the loaded OpenBLAS libraries limited to one thread (best effort).
+    """A context that runs its block with the process's BLAS libraries (numpy's and scipy's
+    OpenBLAS, MKL, ...) limited to one thread, restoring their thread counts after
+    (``threadpoolctl.threadpool_limits``).
 
     The transfer's sparse solves make many small BLAS calls; multi-threaded OpenBLAS makes them
-    10-20x slower on a busy machine. This finds the OpenBLAS copies loaded in this process (numpy's
-    and scipy's) and calls their ``*openblas_set_num_threads*``, restoring the old count after.
-    Without /proc or OpenBLAS it does nothing.
+    10-20x slower on a busy machine.
     """
-    import ctypes
+    from threadpoolctl import threadpool_limits
 
-    restore = []
-    try:
-        maps = Path("/proc/self/maps").read_text()
-    except OSError:
-        maps = ""
-    for lib in sorted(set(re.findall(r"(/\S*openblas\S*\.so\S*)", maps))):
-        try:
-            dll = ctypes.CDLL(lib)
-        except OSError:
-            continue
-        for prefix, suffix in (("scipy_", "64_"), ("scipy_", ""), ("", "64_"), ("", "")):
-            setter = getattr(dll, f"{prefix}openblas_set_num_threads{suffix}", None)
-            getter = getattr(dll, f"{prefix}openblas_get_num_threads{suffix}", None)
-            if setter is not None and getter is not None:
-                old = int(getter())
-                setter(1)
-                restore.append((setter, old))
-                break
-    try:
-        yield
-    finally:
-        for setter, old in restore:
-            setter(old)
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _init_worker(model: IctModel, keep: int) -> None:

@@ -267,7 +267,7 @@ def import_meshes(
     """
     from tqdm import tqdm
 
-    from fitface.data.format import DatasetWriter, META_FILE, _is_replaceable
+    from fitface.data.format import DatasetWriter, META_FILE, is_replaceable
     from fitface.io.mesh import load_mesh
 
     mesh_dir, labels_csv, out_dir = Path(mesh_dir), Path(labels_csv), Path(out_dir)
@@ -277,7 +277,7 @@ def import_meshes(
         raise InputError("no such mesh folder", mesh_dir)
     if out_dir.exists() and not overwrite:
         raise InputError("already exists (use --overwrite to replace it)", out_dir)
-    if out_dir.exists() and not _is_replaceable(out_dir):
+    if out_dir.exists() and not is_replaceable(out_dir):
         raise InputError(f"exists and is not a fitface dataset (no {META_FILE}); refusing to overwrite it", out_dir)
     factors, rows, skipped = _read_labels_csv(labels_csv)
 

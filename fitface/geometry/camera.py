@@ -20,7 +20,7 @@ Convention:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -127,14 +127,6 @@ class Camera:
         pc[:, 1] = -(xy[:, 1] - self.translation[1]) / self.scale
         pc[:, 2] = -np.asarray(depth, dtype=np.float64).reshape(-1) / self.scale
         return pc @ self.rotation  # R^T applied to row vectors
-
-    def resized(self, height: int, width: int) -> "Camera":
-        """The same view rendered at another resolution (scale and translation rescaled by
-        the width ratio; pass sizes with the same aspect ratio)."""
-        f = width / self.width
-        return replace(self, scale=self.scale * f, translation=self.translation * f,
-                       height=height, width=width)
-
 
 def _size(size) -> tuple[int, int]:
     if np.isscalar(size):

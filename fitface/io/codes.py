@@ -208,16 +208,26 @@ def read_codes(path: str | os.PathLike) -> Codes:
     return _validate(doc, lambda msg: InputError(msg, p))
 
 
-def _to_json(v: Any, key: str) -> Any:
-    """Plain-JSON version of ``v``: numpy arrays/scalars converted, NaN/inf refused."""
+def to_json(v: Any, key: str) -> Any:
+    """Plain-JSON version of ``v`` (what :func:`write_codes` writes, and the fit summaries):
+    numpy arrays and scalars become lists and numbers, tuples lists, dict keys strings.
+
+    Args:
+        v: a value: dicts, lists, tuples, numpy arrays and scalars, str, bool, int, float, None.
+        key: its name in the document (``"summary"``), for the messages.
+
+    Raises:
+        ValueError: NaN or inf, or a value of another type, naming its key (``"summary.rms: NaN
+            cannot be written to JSON"``).
+    """
     if isinstance(v, np.ndarray):
         v = v.tolist()
     elif isinstance(v, np.generic):
         v = v.item()
     if isinstance(v, dict):
-        return {str(k): _to_json(x, f"{key}.{k}") for k, x in v.items()}
+        return {str(k): to_json(x, f"{key}.{k}") for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_to_json(x, f"{key}[{i}]") for i, x in enumerate(v)]
+        return [to_json(x, f"{key}[{i}]") for i, x in enumerate(v)]
     if isinstance(v, float) and not math.isfinite(v):
         raise ValueError(f"{key}: {'NaN' if math.isnan(v) else 'inf'} cannot be written to JSON")
     if v is None or isinstance(v, (str, bool, int, float)):
@@ -266,10 +276,10 @@ def write_codes(path: str | os.PathLike, codes: Codes) -> None:
         out["unit"] = checked.unit
     out["codes"] = checked.codes
     if checked.transform is not None:
-        out["transform"] = _to_json(checked.transform, "transform")
+        out["transform"] = to_json(checked.transform, "transform")
     for k, v in codes.extra.items():
-        out[str(k)] = _to_json(v, str(k))
+        out[str(k)] = to_json(v, str(k))
     write_text(path, _dump(out) + "\n")
 
 
-__all__ = ["FORMAT_VERSION", "ROTATION_ATOL", "Codes", "read_codes", "write_codes"]
+__all__ = ["FORMAT_VERSION", "ROTATION_ATOL", "Codes", "read_codes", "to_json", "write_codes"]

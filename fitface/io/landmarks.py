@@ -43,7 +43,7 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
-from fitface.errors import InputError
+from fitface.errors import InputError, one_line
 from fitface.io.files import read_input_bytes
 from fitface.io.atomic import atomic_path, write_text
 from fitface.units import UNITS
@@ -318,9 +318,9 @@ def _parse_npy(data: bytes, p: Path):
     except ValueError as e:
         if "pickle" in str(e).lower():
             raise InputError("NumPy file holds Python objects (pickled), expected a numeric (L, 3) array", p) from None
-        raise InputError(f"not a valid .npy file ({' '.join(str(e).split())[:120]})", p) from None
+        raise InputError(f"not a valid .npy file ({one_line(e)})", p) from None
     except Exception as e:  # np.load raises OSError, EOFError, SyntaxError, TokenError, ... on bad headers
-        why = f"{type(e).__name__}: {' '.join(str(e).split())[:120]}"
+        why = f"{type(e).__name__}: {one_line(e)}"
         raise InputError(f"truncated or not a .npy file ({why})", p) from None
     if arr.dtype.kind not in "fiu":
         raise InputError(f"NumPy array has dtype {arr.dtype}, expected floats", p)

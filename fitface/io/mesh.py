@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from fitface.checks import check_faces, check_finite, check_shape
-from fitface.errors import InputError
+from fitface.errors import InputError, one_line
 from fitface.io.files import read_input_bytes
 from fitface.io.atomic import atomic_path
 
@@ -97,6 +97,26 @@ def load_mesh(path: str | os.PathLike, require_faces: bool = True) -> Mesh:
 
 
 
+def load_obj_polygons(path: str | os.PathLike) -> tuple[np.ndarray, list[list[int]]]:
+    """Read an OBJ file's vertices and its polygons as written, not triangulated (for a caller
+    that selects polygons before triangulating them; :func:`load_mesh` fans them).
+
+    Args:
+        path: an OBJ file (read as OBJ whatever its suffix).
+
+    Returns:
+        (V, 3) float64 vertices in file order, and the polygons: lists of three or more 0-based
+        vertex indices each, in file order (none for a file without ``f`` records).
+
+    Raises:
+        InputError: as :func:`load_mesh` with ``require_faces=False``.
+    """
+    p = Path(path)
+    vertices, polys, colors = _parse_obj_polygons(read_input_bytes(p), p)
+    # the parser has checked the polygons' indices; this checks the vertices
+    return _validated(vertices, (), colors, p, require_faces=False).vertices, polys
+
+
 def _validated(vertices, faces, colors, p: Path, require_faces: bool) -> Mesh:
     vertices = np.ascontiguousarray(vertices, dtype=np.float64).reshape(-1, 3)
     faces = np.ascontiguousarray(faces, dtype=np.int64).reshape(-1, 3)
@@ -155,21 +175,29 @@ def _text_lines(data: bytes, p: Path, what: str) -> list[str]:
 
 
 def _parse_obj(data: bytes, p: Path):
+    verts, polys, colors = _parse_obj_polygons(data, p)
+    return verts, _fan(polys), colors
+
+
+def _parse_obj_polygons(data: bytes, p: Path):
+    """(V, 3) float64 vertices, 0-based polygons as written, (V, 4) float colours or None."""
     lines = _text_lines(data, p, "OBJ")
     verts: list[tuple[float, float, float]] = []
     cols: list[tuple[float, float, float]] = []
     polys: list[list[int]] = []
     n_v_with_color = 0
     for lineno, raw in enumerate(lines, start=1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
+        parts = (raw.split("#", 1)[0] if "#" in raw else raw).split()
+        if not parts:
             continue
-        parts = line.split()
         tag = parts[0]
         if tag == "v":
             if len(parts) not in (4, 5, 7, 8):  # x y z [w] | x y z r g b [a]
                 raise InputError(f"line {lineno}: vertex has {len(parts) - 1} fields, expected 3 (x y z)", p)
-            xyz = tuple(_to_float(t, p, lineno, "vertex coordinate") for t in parts[1:4])
+            try:
+                xyz = (float(parts[1]), float(parts[2]), float(parts[3]))
+            except ValueError:  # the message names the first bad field
+                xyz = tuple(_to_float(t, p, lineno, "vertex coordinate") for t in parts[1:4])
             verts.append(xyz)  # type: ignore[arg-type]
             if len(parts) >= 7:
                 cols.append(tuple(_to_float(t, p, lineno, "vertex colour") for t in parts[4:7]))  # type: ignore
@@ -177,14 +205,20 @@ def _parse_obj(data: bytes, p: Path):
         elif tag == "f":
             if len(parts) < 4:
                 raise InputError(f"line {lineno}: face has {len(parts) - 1} corners, expected at least 3", p)
-            poly = []
-            for tok in parts[1:]:
-                idx = _to_int(tok.split("/", 1)[0], p, lineno, "face index")
-                if idx == 0:
-                    raise InputError(f"line {lineno}: face index 0 (OBJ indices start at 1)", p)
-                # positive: 1-based; negative: relative to the vertices read so far
-                poly.append(idx - 1 if idx > 0 else len(verts) + idx)
-            if any(i < 0 or i >= len(verts) for i in poly):
+            try:
+                idx = [int(tok.partition("/")[0]) for tok in parts[1:]]
+            except ValueError:  # the first bad token, in order, names the problem
+                idx = []
+                for tok in parts[1:]:
+                    idx.append(_to_int(tok.split("/", 1)[0], p, lineno, "face index"))
+                    if idx[-1] == 0:
+                        break
+            if 0 in idx:
+                raise InputError(f"line {lineno}: face index 0 (OBJ indices start at 1)", p)
+            # positive: 1-based; negative: relative to the vertices read so far
+            n = len(verts)
+            poly = [i - 1 if i > 0 else n + i for i in idx]
+            if min(poly) < 0 or max(poly) >= n:
                 raise InputError(
                     f"line {lineno}: face vertex index out of range ({' '.join(parts[1:])}; "
                     f"{len(verts)} vertices defined so far)",
@@ -200,7 +234,7 @@ def _parse_obj(data: bytes, p: Path):
         # the common extension stores colours in [0, 1]; some writers use 0..255
         c = c if c.max(initial=0.0) > 1.0 else c * 255.0
         colors = np.concatenate([np.clip(np.rint(c), 0, 255), np.full((len(c), 1), 255.0)], axis=1)
-    return np.asarray(verts, dtype=np.float64), _fan(polys), colors
+    return np.asarray(verts, dtype=np.float64), polys, colors
 
 
 # ----- OFF
@@ -531,16 +565,12 @@ def _parse_stl(data: bytes, p: Path):
 
         loaded = trimesh.load(io.BytesIO(data), file_type="stl", process=False)
     except Exception as e:  # trimesh raises many types on bad input
-        raise InputError(f"not a readable STL file ({type(e).__name__}: {_one_line(e)})", p) from None
+        raise InputError(f"not a readable STL file ({type(e).__name__}: {one_line(e)})", p) from None
     if not isinstance(loaded, trimesh.Trimesh):
         raise InputError("not a single STL mesh", p)
     if len(loaded.vertices) == 0:
         raise InputError("no triangles: not an STL mesh", p)
     return np.asarray(loaded.vertices), np.asarray(loaded.faces), None
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())[:200]
 
 
 # --------------------------------------------------------------------------- saving

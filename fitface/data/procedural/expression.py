@@ -31,7 +31,7 @@ from functools import lru_cache
 import numpy as np
 
 from fitface.checks import check_finite
-from fitface.data.emotions import EMOTIONS
+from fitface.data.emotions import EMOTIONS, recipe_weights
 from fitface.data.procedural.identity import _as_params, _gauss, _smoothstep, jaw_pivot
 from fitface.data.procedural.template import (
     EYE_CENTER,
@@ -67,13 +67,15 @@ EMOTION_RECIPES: dict[str, dict[str, float]] = {
 JAW_MAX_ANGLE = np.deg2rad(19.0)
 
 
-def recipe_matrix() -> np.ndarray:
-    """(7, NUM_ACTIONS) float64: row k is the full-intensity action vector of ``EMOTIONS[k]``."""
-    r = np.zeros((len(EMOTIONS), NUM_ACTIONS))
-    for k, name in enumerate(EMOTIONS):
-        for au, w in EMOTION_RECIPES[name].items():
-            r[k, _A[au]] = w
-    return r
+def recipe_matrix(recipes: dict[str, dict[str, float]] | None = None) -> np.ndarray:
+    """(R, NUM_ACTIONS) float64 action vectors of recipes ``{name: {AU: intensity}}`` (AU as in
+    ``"AU12"``, one action each; :func:`fitface.data.emotions.recipe_weights`); by default the
+    seven emotions: (7, NUM_ACTIONS), row k the full-intensity action vector of ``EMOTIONS[k]``.
+
+    The ICT builder's :func:`fitface.data.ict.recipe_matrix` is the same over an ICT model's
+    blendshapes (an AU drives one or two of them there, and it has recipes of its own)."""
+    recipes = {name: EMOTION_RECIPES[name] for name in EMOTIONS} if recipes is None else recipes
+    return recipe_weights(recipes.values(), {au: [k] for au, k in _A.items()}, NUM_ACTIONS)
 
 
 def _mouth_line(u):
