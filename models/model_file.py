@@ -29,7 +29,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fitface.errors import InputError
+from fitface.checks import check_face_index
+from fitface.errors import InputError, one_line
 
 # The format's constants and functions stay public names of this module (noqa: F401 for the
 # ones it does not use itself: FORMAT, VERSION, GENERATOR_KINDS, MAX_HEADER_BYTES, ...).
@@ -50,7 +51,6 @@ from fitface.io.model_file_format import (  # noqa: F401
     expected_mesh_tensors,
     file_model_id,
     generator_kind,
-    one_line,
     read_document,
     read_model_bytes,
 )
@@ -365,8 +365,7 @@ def add_landmark_set(path: str | os.PathLike, landmark_set, out: str | os.PathLi
         raise InputError(f"cannot read model tensors: {one_line(exc)}", src) from None
     num_faces = int(tensors["faces"].shape[0])
     fi = np.ascontiguousarray(landmark_set.face_index, dtype=np.int64)
-    if fi.size and (fi.min() < 0 or fi.max() >= num_faces):
-        raise InputError(f"landmark set {name!r}: triangle index out of range [0, {num_faces})", src)
+    check_face_index(f"landmark set {name!r}", fi, num_faces, src)
     tensors[f"landmarks.{name}.face_index"] = fi
     tensors[f"landmarks.{name}.bary"] = np.ascontiguousarray(landmark_set.bary, dtype=np.float64)
     if name not in doc["landmark_sets"]:

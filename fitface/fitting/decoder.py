@@ -41,7 +41,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from fitface.checks import check_faces, check_shape
+from fitface.checks import check_face_index, check_faces, check_shape
 from fitface.io.model_file_format import generator_kind, read_numpy_model_file
 from fitface.io.model_registry import resolve_model
 from fitface.landmark_set import LandmarkSet
@@ -160,8 +160,7 @@ class _DecoderBase:
         else:
             known = ", ".join(self.landmark_sets) or "none"
             raise KeyError(f"no landmark set {landmark_set!r} in the model; it has {known}")
-        if len(lset) and (lset.face_index.min() < 0 or lset.face_index.max() >= len(self.faces)):
-            raise ValueError(f"landmark set {lset.name!r}: face_index out of range [0, {len(self.faces)})")
+        check_face_index(f"landmark set {lset.name!r}", lset.face_index, len(self.faces))
         return lset
 
     def _corners(self, lset: LandmarkSet) -> tuple[np.ndarray, np.ndarray]:

@@ -52,7 +52,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fitface.errors import InputError
+from fitface.checks import check_face_index
+from fitface.errors import InputError, one_line
 
 #: Value of the document's "format" field.
 FORMAT = "fitface-model"
@@ -77,11 +78,6 @@ DISCRIMINATOR_PREFIX = "discriminator."
 
 #: ``{tensor name: (shape, "float" | "int")}``; ``None`` in a shape = any length.
 ExpectedTensors = dict[str, tuple[tuple[int | None, ...], str]]
-
-
-def one_line(text: Any) -> str:
-    """``text`` (an exception or any value) as one line: runs of white space become one space."""
-    return " ".join(str(text).split())
 
 
 def file_model_id(data: bytes) -> str:
@@ -395,8 +391,7 @@ def check_tensor_values(arrays, doc: dict[str, Any], p: Path) -> None:
         fi, bary = np.asarray(arrays[f"landmarks.{name}.face_index"]), arrays[f"landmarks.{name}.bary"]
         if fi.shape[0] != bary.shape[0]:
             raise InputError(f"landmark set {name!r}: {fi.shape[0]} face indices but {bary.shape[0]} bary rows", p)
-        if fi.size and (int(fi.min()) < 0 or int(fi.max()) >= doc["num_faces"]):
-            raise InputError(f"landmark set {name!r}: face_index out of range [0, {doc['num_faces']})", p)
+        check_face_index(f"landmark set {name!r}", fi, doc["num_faces"], p)
     faces = np.asarray(arrays["faces"])
     if faces.size and (int(faces.min()) < 0 or int(faces.max()) >= doc["num_vertices"]):
         raise InputError(f"faces: vertex index out of range [0, {doc['num_vertices']})", p)
