@@ -14,6 +14,7 @@ Usage::
 
     .venv/bin/python benchmarks/dec_exp_ceiling.py DATA_DIR [--model ict-linear]
         [--identity-scales 1 0.75 0.5 0.25 0] [--n 100] [--m 100] [--threads 1]
+        [--write DIR [--no-score]]   # the scaled models as files, for `fitface evaluate`
 
 ``DATA_DIR``: a dataset with a trained expression embedder (``fitface evaluate
 --train-embedders``). Bad input: one line, exit code 2.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 
 def main() -> None:
@@ -35,13 +37,16 @@ def main() -> None:
     ap.add_argument("--m", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--write", metavar="DIR", help="also write each scaled model to DIR/identity_x{s}.safetensors "
+                    "(for `fitface evaluate`) ")
+    ap.add_argument("--no-score", action="store_true", help="only write the scaled models (with --write)")
     args = ap.parse_args()
     import numpy as np
     import torch
 
     from fitface.api.inputs import one_line
     from fitface.errors import InputError
-    from fitface.models.model_file import load_model
+    from fitface.models.model_file import load_model, save_model
     from fitface.train.decoupling import decoupling_score
     from fitface.train.embedding import load_embedder
 
@@ -63,6 +68,14 @@ def main() -> None:
         with torch.no_grad():
             basis.copy_(original)
             basis[:, sl] *= s
+        if args.write:
+            out = Path(args.write) / f"identity_x{s:g}.safetensors"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            save_model(out, model, notes=f"{args.model} with its identity block scaled by {s:g} "
+                       "(benchmarks/dec_exp_ceiling.py)")
+            print(f"wrote {out}", file=sys.stderr)
+        if args.no_score:
+            continue
         t0 = time.perf_counter()
         r = decoupling_score(model, args.data, "expression", n=args.n, m=args.m, seed=args.seed, embedder=embedder)
         print(f"| {s:g} | {r.score:.1f} | {r.unshared_score:.1f} | "
