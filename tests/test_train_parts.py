@@ -109,6 +109,70 @@ def test_gradient_penalty_linear_critic():
     torch.testing.assert_close(g, 2 * 4 * a.detach() / 5)
 
 
+
+def test_critic_loss_is_eq6_with_the_gradient_penalty():
+    """total = -(mean D(real) - mean D(fake)) + gp_weight * GP + lambda_C * sum_f CE_f (eq. 6 as D
+    minimises it), for the linear critic D(x) = <a, x> (GP = (||a|| - 1)^2 = 16)."""
+    g = torch.Generator().manual_seed(3)
+    a = torch.tensor([3.0, 4.0], requires_grad=True)
+    real, fake = torch.randn(8, 2, generator=g), torch.randn(8, 2, generator=g)
+    x_hat = L.interpolate(real, fake, torch.rand(8, generator=g)).requires_grad_(True)
+    logits = {"identity": torch.randn(5, 4, generator=g), "expression": torch.randn(3, 2, generator=g)}
+    labels = {"identity": torch.tensor([0, 3, 3, 1, 2]), "expression": torch.tensor([1, 0, 1])}
+    weights = {"identity": torch.tensor([0.5, 2.0, 1.0, 0.25]), "expression": None}
+    denoms = {f: L.weighted_ce_denominator(labels[f], weights[f]) for f in labels}
+    loss = L.critic_loss(real @ a, fake @ a, x_hat @ a, x_hat, logits, labels, weights, denoms, gp_weight=10.0,
+                         lambda_c=0.1)
+    assert isinstance(loss, L.CriticLoss) and set(loss.cls) == {"identity", "expression"}
+    gap = (real @ a).mean() - (fake @ a).mean()
+    ce = {f: F.cross_entropy(logits[f], labels[f], weight=weights[f]) for f in labels}
+    torch.testing.assert_close(loss.gap, gap)
+    torch.testing.assert_close(loss.gp, torch.tensor(16.0))
+    for f in labels:
+        torch.testing.assert_close(loss.cls[f], ce[f])
+    torch.testing.assert_close(loss.total, -gap + 10.0 * 16.0 + 0.1 * (ce["identity"] + ce["expression"]))
+    # a batch split over 2 processes (local sums, global denominators): the mean of the shards'
+    # classification terms is the whole batch's
+    halves = []
+    for rows, lab in ((slice(0, 4), slice(0, 2)), (slice(4, 8), slice(2, 5))):
+        xh = x_hat[rows]
+        halves.append(L.critic_loss(real[rows] @ a, fake[rows] @ a, xh @ a, xh, {"identity": logits["identity"][lab]},
+                                    {"identity": labels["identity"][lab]}, weights, denoms, 10.0, 0.1, world_size=2))
+        torch.testing.assert_close(halves[-1].gp, torch.tensor(16.0))
+    torch.testing.assert_close((halves[0].cls["identity"] + halves[1].cls["identity"]) / 2, ce["identity"])
+    assert L.critic_loss(real @ a, fake @ a, x_hat @ a, x_hat, {}, {}, {}, {}, 10.0, 0.1).cls == {}
+
+
+def test_generator_loss_is_eq8_with_the_penalties():
+    """total = l1 (-mean D(G(z))) + l2 CE + l3 sum of the unlabeled factors' feature losses + l4 L_reg
+    (eq. 8), plus the weighted penalties when given; a term whose weight is 0 is 0."""
+    from types import SimpleNamespace
+
+    g = torch.Generator().manual_seed(4)
+    scores, logits = torch.randn(6, generator=g), torch.randn(6, 3, generator=g)
+    labels = torch.tensor([0, 2, 1, 1, 0, 2])
+    features = {"expression": torch.randn(6, 5, generator=g), "noise": torch.randn(6, 5, generator=g)}
+    reg = torch.tensor(0.03)
+    w = SimpleNamespace(lambda_gan=1.5, lambda_cls=2.0, lambda_feat=0.5, lambda_reg=100.0, lambda_interaction=3.0,
+                        lambda_projection=0.25, lambda_subspace=4.0, lambda_anchor=0.125)
+    pen = L.GeneratorPenalties(*(torch.tensor(v) for v in (0.1, 0.2, 0.3, 0.4)))
+    loss = L.generator_loss(scores, logits, labels, features, reg, w, pen)
+    assert isinstance(loss, L.GeneratorLoss)
+    ce = F.cross_entropy(logits, labels)
+    feat = L.pair_feature_loss(features["expression"]) + L.pair_feature_loss(features["noise"])
+    paper = 1.5 * -scores.mean() + 2.0 * ce + 0.5 * feat + 100.0 * reg
+    torch.testing.assert_close(loss.total, paper + 3.0 * 0.1 + 0.25 * 0.2 + 4.0 * 0.3 + 0.125 * 0.4)
+    torch.testing.assert_close(torch.stack(loss[1:]), torch.stack([-scores.mean(), ce, feat, reg, *pen]))
+    bare = L.generator_loss(scores, logits, labels, features, reg, w)  # no penalties: 0, not in the total
+    torch.testing.assert_close(bare.total, paper)
+    assert all(float(t) == 0 for t in bare[5:])
+    off = SimpleNamespace(**{**vars(w), "lambda_cls": 0.0, "lambda_feat": 0.0})
+    for loss in (L.generator_loss(scores, logits, labels, features, reg, off),
+                 L.generator_loss(scores, None, None, {}, reg, w)):  # no labeled factor, no pairs
+        assert float(loss.cls) == 0 and float(loss.feat) == 0
+        torch.testing.assert_close(loss.total, 1.5 * -scores.mean() + 100.0 * reg)
+
+
 # ----------------------------------------------------------------------------- sampling
 LAYOUT = LatentLayout((("identity", 6), ("expression", 4), ("noise", 2)))
 

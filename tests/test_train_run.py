@@ -60,6 +60,10 @@ def test_every_recipe_runs_two_steps(tiny, tmp_path, recipe):
         assert float(rows[1]["g_cls"]) == 0 and float(rows[0]["g_cls"]) > 0
     if recipe == "paper":
         assert res.model_path.is_file() and (tmp_path / "run" / "samples" / "step_0000002.png").is_file()
+        from fitface.models.model_file import read_metadata
+
+        # the trainer adds no photo-fitting data: `fitface train` adds the mediapipe set (below)
+        assert read_metadata(res.model_path)["landmark_sets"] == ["ibug68"]
 
 
 def test_resume_is_bit_exact(tiny, tmp_path):
@@ -107,7 +111,7 @@ def test_cli_trains_and_model_loads_in_fresh_process(tiny, tmp_path):
         "doc = read_metadata(" + repr(str(run / 'model.safetensors')) + ")\n"
         "print(json.dumps({'shape': list(v.shape), 'finite': bool(torch.isfinite(v).all()),"
         " 'scale': doc['metadata']['displacement_scale'], 'recipe': doc['training_config']['recipe'],"
-        " 'classes': doc['factors']['expression'][:2]}))\n"
+        " 'classes': doc['factors']['expression'][:2], 'sets': doc['landmark_sets']}))\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
@@ -115,6 +119,7 @@ def test_cli_trains_and_model_loads_in_fresh_process(tiny, tmp_path):
     info = json.loads(out.stdout.strip().splitlines()[-1])
     assert info["shape"] == [3, 4285, 3] and info["finite"] and info["scale"] > 0
     assert info["recipe"] == "cpu" and info["classes"] == ["neutral", "anger"]
+    assert info["sets"] == ["ibug68", "mediapipe"]  # photo fitting works on the final model
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -192,8 +197,9 @@ def test_ddp_two_gloo_processes_match_one_process(tiny, tmp_path):
         assert float((db - da).norm()) <= 0.05 * float(da.norm()) + 1e-12, k
 
 
-def test_cli_resume_keeps_run_config_and_refuses_structural_changes(tiny, tmp_path, capsys):
+def test_cli_resume_keeps_run_config_and_refuses_structural_changes(tiny, tmp_path, capsys, monkeypatch):
     from fitface.cli import main
+    from fitface.train import checkpoint, trainer
 
     run = tmp_path / "run"
     sets = [x for k, v in {**FAST, "metrics_every": 0, "sample_every": 0}.items() if k != "progress"
@@ -205,5 +211,9 @@ def test_cli_resume_keeps_run_config_and_refuses_structural_changes(tiny, tmp_pa
     # without --max-steps the run's own max_steps (2) is kept: nothing left to train
     assert main(["train", str(tiny), "-o", str(run), "--resume", "--no-progress"]) == 0
     assert len(read_csv(run / "losses.csv")) == 2
+    reads, load = [], checkpoint.load_checkpoint
+    for module in (checkpoint, trainer):  # count the reads of the checkpoint file
+        monkeypatch.setattr(module, "load_checkpoint", lambda p: reads.append(p) or load(p))
     assert main(["train", str(tiny), "-o", str(run), "--resume", "--max-steps", "3", "--no-progress"]) == 0
     assert [r["step"] for r in read_csv(run / "losses.csv")] == ["0", "1", "2"]
+    assert reads == [run / checkpoint.CHECKPOINT_FILE]  # read once: the config and the state

@@ -20,12 +20,15 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from fitface.errors import InputError
 from fitface.io.atomic import atomic_path
 
+if TYPE_CHECKING:  # torch loads when a checkpoint is written or read: the CLI imports CHECKPOINT_FILE cheaply
+    import torch
+
+#: Name of the checkpoint in the run folder.
 CHECKPOINT_FILE = "checkpoint.safetensors"
 FORMAT = "fitface-train-checkpoint"
 VERSION = 1
@@ -44,6 +47,7 @@ class Checkpoint:
         codes: factor -> (n_classes, d) fixed codes.
         extras: free JSON.
         ema: the state dict of G's exponential moving average (empty when the run has none).
+        path: the file it was read from (None for one built in memory).
     """
 
     step: int
@@ -55,9 +59,12 @@ class Checkpoint:
     codes: dict
     extras: dict = field(default_factory=dict)
     ema: dict = field(default_factory=dict)
+    path: Path | None = None
 
 
 def _opt_tensors(prefix: str, opt: torch.optim.Optimizer, out: dict) -> dict:
+    import torch
+
     sd = opt.state_dict()
     for pid, state in sd["state"].items():
         for key, value in state.items():
@@ -138,4 +145,5 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         codes=pick("T"),
         extras=meta.get("extras", {}),
         ema=pick("E"),
+        path=p,
     )

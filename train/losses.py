@@ -7,9 +7,11 @@ geometry images (see docs/training.md).
 Convention:
     * The discriminator *minimises* ``mean D(fake) - mean D(real) + gp_weight * GP
       + lambda_C * sum_f CE_f(real)``, i.e. maximises eq. 6 (``L_GAN + lambda_C (L_ID + L_EXP)``,
-      ``L_f = E[log P(c|x)] = -CE``) under the gradient penalty of [20].
+      ``L_f = E[log P(c|x)] = -CE``) under the gradient penalty of [20]
+      (:func:`critic_loss`).
     * The generator minimises eq. 8: ``lambda_1 * (-mean D(G(z))) + lambda_2 * CE(labeled
-      factor) + lambda_3 * feature loss + lambda_4 * L_reg``.
+      factor) + lambda_3 * feature loss + lambda_4 * L_reg`` (:func:`generator_loss`, with the
+      penalties beyond the paper).
     * Batch reductions are written so that a batch split across processes gives, after the
       gradients are averaged, exactly the gradient of the whole batch: plain means need equal
       shards; weighted cross-entropy divides a local *sum* by a *global* denominator
@@ -132,23 +134,131 @@ def pair_feature_loss(features: torch.Tensor) -> torch.Tensor:
     return (1.0 - cos).mean()
 
 
+class CriticLoss(NamedTuple):
+    """Terms of the critic's objective (eq. 6, as the loss D minimises) for one batch: each a ()
+    tensor, unweighted, and the weighted total."""
+
+    total: torch.Tensor  # -gap + gp_weight * gp + lambda_C * sum_f cls[f]
+    gap: torch.Tensor  # mean D(real) - mean D(fake): L_GAN of eq. 2
+    gp: torch.Tensor  # gradient penalty of [20]
+    cls: dict  # factor -> () weighted CE on the real labeled samples (= -L_ID, -L_EXP of eq. 7)
+
+
+def critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor, interpolate_scores: torch.Tensor,
+                interpolates: torch.Tensor, logits: dict, labels: dict, weights: dict, denominators: dict,
+                gp_weight: float, lambda_c: float, world_size: int = 1) -> CriticLoss:
+    """The critic's loss: eq. 6 under the gradient penalty of WGAN-GP [20].
+
+    D maximises ``L_D = L_GAN + lambda_C (L_ID + L_EXP)`` (eq. 6) with ``L_GAN = E[D(x)] - E[D(G(z))]``
+    (eq. 2) and ``L_f = E_{x, c}[log P(C = c | x)]`` over the real samples labeled for factor ``f``
+    (eq. 7; unlabeled samples are ignored), so it minimises
+
+    ``total = -(mean D(real) - mean D(fake)) + gp_weight * mean_i (||grad D(x_hat_i)|| - 1)^2
+    + lambda_C * sum_f CE_f``
+
+    where ``x_hat`` interpolates real and fake samples (:func:`interpolate`) and ``CE_f`` is the
+    class-weighted cross-entropy of factor ``f`` (:func:`weighted_ce_sum`; the mean over the
+    labeled rows of the *global* batch: ``denominators[f]`` is the global
+    :func:`weighted_ce_denominator`, ``world_size`` undoes the gradient average over processes).
+
+    Args:
+        real_scores, fake_scores: (b,) critic scores of the real and the fake samples.
+        interpolate_scores: (b,) critic scores of ``interpolates``.
+        interpolates: (b, ...) the interpolates, with ``requires_grad`` (the penalty's input).
+        logits: ``{factor: (r_f, n_f)}`` class logits of the labeled real rows of each classified
+            factor (factors absent from it have no term).
+        labels: ``{factor: (r_f,)}`` int64 labels of those rows.
+        weights: ``{factor: (n_f,)}`` class weights (:func:`class_weights`) or None values.
+        denominators: ``{factor: float}`` weighted label counts of the global batch (> 0).
+        gp_weight: the penalty's weight (10 in [20]).
+        lambda_c: ``lambda_C`` (eq. 6).
+        world_size: processes the batch is split over.
+
+    Returns:
+        :class:`CriticLoss`.
+    """
+    gap = critic_gap(real_scores, fake_scores)
+    gp = gradient_penalty_from(interpolate_scores, interpolates)
+    total = -gap + gp_weight * gp
+    cls = {}
+    for f, lg in logits.items():
+        cls[f] = weighted_ce_sum(lg.float(), labels[f], weights[f]) / denominators[f] * world_size
+        total = total + lambda_c * cls[f]
+    return CriticLoss(total, gap, gp, cls)
+
+
+class GeneratorPenalties(NamedTuple):
+    """The generator's penalties beyond the paper (each a () tensor, unweighted; 0 where off):
+    :func:`interaction_penalty`, :func:`cross_projection_penalty`, :func:`subspace_penalty`,
+    :func:`identity_anchor_penalty`."""
+
+    interaction: torch.Tensor
+    projection: torch.Tensor
+    subspace: torch.Tensor
+    anchor: torch.Tensor
+
+
 class GeneratorLoss(NamedTuple):
-    """Terms of eq. 8 for one batch (each a () tensor, unweighted) and the weighted total."""
+    """Terms of eq. 8 and of the extra penalties for one batch (each a () tensor, unweighted)
+    and the weighted total."""
 
     total: torch.Tensor
     gan: torch.Tensor  # -mean D(G(z))
     cls: torch.Tensor  # CE of the labeled factor on T codes (= -L_CL)
     feat: torch.Tensor  # sum over unlabeled factors of the pair feature loss
     reg: torch.Tensor  # mean over the batch of the per-sample Laplacian loss
+    interaction: torch.Tensor  # the fields of GeneratorPenalties (0 without them)
+    projection: torch.Tensor
+    subspace: torch.Tensor
+    anchor: torch.Tensor
 
 
-class CriticLoss(NamedTuple):
-    """Terms of the critic's objective for one batch."""
+def generator_loss(critic_scores: torch.Tensor, logits: torch.Tensor | None, labels: torch.Tensor | None,
+                   features: dict, reg: torch.Tensor, lambdas, penalties: GeneratorPenalties | None = None
+                   ) -> GeneratorLoss:
+    """The generator's loss: eq. 8 plus the penalties of issue #12.
 
-    total: torch.Tensor
-    gap: torch.Tensor  # mean D(real) - mean D(fake)
-    gp: torch.Tensor
-    cls: dict  # factor -> () weighted CE on real labeled samples
+    G minimises (eq. 8, with ``L_CL = -CE`` of eq. 9 and the feature losses of eq. 10-11)
+
+    ``total = lambda_1 * (-mean D(G(z))) + lambda_2 * CE(C_f(G(z)), c) + lambda_3 * sum_{f' != f}
+    mean_pairs (1 - cos(phi_{f'}(G(z_2i)), phi_{f'}(G(z_2i+1)))) + lambda_4 * L_reg``
+
+    for a phase batch of the labeled factor ``f`` (codes from the fixed set T_f, labels ``c``;
+    rows ``2i, 2i + 1`` share the code of each other factor ``f'``, :func:`pair_feature_loss`)
+    and ``L_reg`` the Laplacian loss of eq. 12; then, with ``penalties``,
+    ``+ lambda_int L_int + lambda_proj L_proj + lambda_sub L_sub + lambda_anc L_anc``.
+
+    Args:
+        critic_scores: (b,) critic scores of the generated batch.
+        logits: (b, n) class logits of the labeled factor, or None (no classification term).
+        labels: (b,) int64 labels of the batch's T codes (with ``logits``).
+        features: ``{factor: (b, F)}`` classifier features of the *unlabeled* factors.
+        reg: () the batch's mean Laplacian loss (``L_reg``; 0 when off).
+        lambdas: an object with the weights as attributes ``lambda_gan``, ``lambda_cls``,
+            ``lambda_feat``, ``lambda_reg``, ``lambda_interaction``, ``lambda_projection``,
+            ``lambda_subspace``, ``lambda_anchor`` (a :class:`.config.TrainConfig`). A term whose
+            weight is 0 is not computed (the classification and feature terms).
+        penalties: the extra penalties (:class:`GeneratorPenalties`), or None (none of them).
+
+    Returns:
+        :class:`GeneratorLoss` (its penalty fields 0 without ``penalties``).
+    """
+    w = lambdas
+    gan = -critic_scores.float().mean()
+    cls = gan.new_zeros(())
+    if logits is not None and w.lambda_cls > 0:
+        cls = F.cross_entropy(logits.float(), labels)
+    feat = gan.new_zeros(())
+    if w.lambda_feat > 0:
+        for phi in features.values():
+            feat = feat + pair_feature_loss(phi.float())
+    total = w.lambda_gan * gan + w.lambda_cls * cls + w.lambda_feat * feat + w.lambda_reg * reg
+    if penalties is None:
+        penalties = GeneratorPenalties(*(gan.new_zeros(()) for _ in GeneratorPenalties._fields))
+    else:
+        total = total + w.lambda_interaction * penalties.interaction + w.lambda_projection * penalties.projection + \
+            w.lambda_subspace * penalties.subspace + w.lambda_anchor * penalties.anchor
+    return GeneratorLoss(total, gan, cls, feat, reg, *penalties)
 
 
 def interaction_penalty(quads: torch.Tensor) -> torch.Tensor:

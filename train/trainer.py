@@ -6,10 +6,11 @@ One *step* is one generator update preceded by ``critic_steps`` critic updates:
    split (:func:`.sampling.real_batch_indices`); fakes from codes of the step's phase (or
    random codes), computed under ``no_grad`` through the *folded* last layer
    ``W' = M W2 / s`` (:class:`FoldedCritic`), which gives the normalised geometry image of
-   ``G(z)`` directly from G's hidden layer; instance noise on both; loss of
-   :mod:`.losses` (WGAN-GP + weighted classification on real labeled samples).
+   ``G(z)`` directly from G's hidden layer; instance noise on both; the loss of eq. 6
+   (:func:`.losses.critic_loss`: WGAN-GP + weighted classification on real labeled samples).
 2. generator step: phase batch of the labeled factor ``factors[s % K]`` (fixed codes T +
-   random codes shared by pairs); ``G(z)`` -> mapping -> D; eq. 8.
+   random codes shared by pairs); ``G(z)`` -> mapping -> D; the loss of eq. 8 and the
+   penalties below (:func:`.losses.generator_loss`).
 
 D sees normalised displacement images: ``(mapping(vertices) - mapping(template)) / s``
 ``= mapping(vertices - template) / s`` (the mapping is linear), ``s`` the dataset's
@@ -20,10 +21,13 @@ units of ``s``.
 Levers beyond the paper (config fields, off in the paper's recipe; docs/training.md): a warm
 start from the exact linear 3DMM (:mod:`.warm_start`) with class codes T and critic-only warm-up
 steps; the interaction, cross-projection, identity-subspace and identity-anchor penalties in the
-generator step
-(code quadruples of :func:`.sampling.interaction_codes`, decoded through :class:`GeneratorPass`);
+generator step (code quadruples of :func:`.sampling.interaction_codes`, decoded through :class:`GeneratorPass`);
 an exponential moving average of G (``G_eval``: what metrics, grids, snapshots and the model
 use); bfloat16 autocast on the CPU; the proxy evaluation (:mod:`.proxy_eval`) in metrics.csv.
+
+The trainer writes valid model files (snapshots, the final model.safetensors) but adds no
+photo-fitting data to them: ``fitface train`` adds the template's mediapipe landmark set to the
+final model (``Trainer.train(finish_model=...)``).
 
 Every draw of step ``s`` is a pure function of ``(seed, s)`` (:mod:`.sampling`), so
 ``--resume`` repeats an uninterrupted run exactly (bit-exact on CPU with the same thread
@@ -35,7 +39,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
@@ -48,7 +53,7 @@ from fitface.errors import InputError
 from fitface.io.atomic import write_text
 
 from . import losses as L
-from .checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT_FILE, Checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import DistContext, average_scalars, barrier, init_distributed, wrap_ddp
 if TYPE_CHECKING:
@@ -150,13 +155,22 @@ def adam(params, lr: float, betas) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, betas=tuple(betas))
 
 
-def resume_config(run_dir, overrides: dict | None = None) -> TrainConfig:
-    """The config of the run checkpointed in ``run_dir`` with ``overrides`` applied (validated)."""
+def checkpoint_config(ckpt: Checkpoint) -> TrainConfig:
+    """The config a checkpoint was trained with (as saved)."""
+    return TrainConfig.from_dict(ckpt.config, where=str(ckpt.path))
+
+
+def resume_config(run: str | Path | Checkpoint, overrides: dict | None = None) -> TrainConfig:
+    """The config of a checkpointed run with ``overrides`` applied (validated).
+
+    Args:
+        run: the run folder, or its checkpoint already loaded (:func:`.checkpoint.load_checkpoint`).
+        overrides: config fields to change.
+    """
     from .config import apply_overrides
 
-    ckpt = load_checkpoint(Path(run_dir) / CHECKPOINT_FILE)
-    cfg = TrainConfig.from_dict(ckpt.config, where=str(Path(run_dir) / CHECKPOINT_FILE))
-    return apply_overrides(cfg, overrides or {}, where="override").validate()
+    ckpt = run if isinstance(run, Checkpoint) else load_checkpoint(Path(run) / CHECKPOINT_FILE)
+    return apply_overrides(checkpoint_config(ckpt), overrides or {}, where="override").validate()
 
 
 def resolve_device(name: str, ctx: DistContext | None = None) -> torch.device:
@@ -284,13 +298,6 @@ class FoldedCritic:
 
 
 @dataclass
-class StepResult:
-    """Scalars of one step (python floats)."""
-
-    values: dict = field(default_factory=dict)
-
-
-@dataclass
 class TrainResult:
     """What :meth:`Trainer.train` returns."""
 
@@ -298,6 +305,54 @@ class TrainResult:
     steps: int
     model_path: Path | None
     last: dict
+
+
+@dataclass
+class RunLogs:
+    """The main process's logs of a run (:mod:`.logs`): losses.csv, metrics.csv, TensorBoard."""
+
+    losses: Any
+    metrics: Any
+    tb: Any
+
+
+class StepClock:
+    """Wall-clock of a run and of its current log window (the losses.csv speed columns)."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.window_start, self.window_steps = time.perf_counter(), 0
+
+    def lap(self) -> tuple[float, float]:
+        """(steps per second over the window, seconds since the start); starts the next window."""
+        now = time.perf_counter()
+        rate = self.window_steps / max(now - self.window_start, 1e-9)
+        self.window_start, self.window_steps = now, 0
+        return rate, now - self.start
+
+
+@contextmanager
+def frozen(module: nn.Module):
+    """No gradients for ``module``'s parameters inside the block (gradients still flow through it)."""
+    params = list(module.parameters())
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def identity_changes(quads: torch.Tensor) -> torch.Tensor:
+    """(q, 4, F) rows ``[X(a, e), X(a, e'), X(b, e), X(b, e')]`` of code quadruples ->
+    (2q, F) identity changes ``X(a, .) - X(b, .)``."""
+    return (quads[:, [0, 1]] - quads[:, [2, 3]]).reshape(-1, quads.shape[2])
+
+
+#: losses.csv column of each :class:`.losses.GeneratorLoss` field.
+GENERATOR_COLUMNS = {"g_loss": "total", "g_gan": "gan", "g_cls": "cls", "g_feat": "feat", "g_reg": "reg",
+                     "g_int": "interaction", "g_proj": "projection", "g_sub": "subspace", "g_anchor": "anchor"}
 
 
 class Trainer:
@@ -308,42 +363,72 @@ class Trainer:
         cfg: resolved :class:`TrainConfig`.
         run_dir: output folder (created); rank 0 writes ``config.json``/``config.toml``,
             logs, checkpoints and ``model.safetensors`` there.
-        resume: continue from ``RUN_DIR/checkpoint.safetensors``; ``cfg`` must keep the
+        resume: continue from ``RUN_DIR/checkpoint.safetensors`` (True), or from that file
+            already loaded (its :class:`.checkpoint.Checkpoint`: ``fitface train --resume`` reads
+            the run's config from it, so the file is read once); ``cfg`` must keep the
             checkpoint's :data:`RESUME_FIXED` fields (use :func:`resume_config`), other fields
             (steps, learning rates, logging ...) may change.
         ctx: distributed context (default: joined from the torchrun environment).
     """
 
-    def __init__(self, data_dir, cfg: TrainConfig, run_dir, resume: bool = False, ctx: DistContext | None = None):
-        from fitface.geometry.laplacian import LaplacianRegularizer
-        from fitface.geometry.mapping import GeometryMapping
-        from fitface.geometry.parameterization import harmonic_uv
-        from fitface.models.discriminator import Discriminator
-        from fitface.models.generator import Generator
-        from fitface.models.latent import LatentLayout
-
+    def __init__(self, data_dir, cfg: TrainConfig, run_dir, resume: bool | Checkpoint = False,
+                 ctx: DistContext | None = None):
         self.run_dir = Path(run_dir)
-        ckpt = None
-        if resume:
-            ckpt = load_checkpoint(self.run_dir / CHECKPOINT_FILE)
-            saved = TrainConfig.from_dict(ckpt.config, where=str(self.run_dir / CHECKPOINT_FILE))
-            changed = [n for n in RESUME_FIXED if getattr(saved, n) != getattr(cfg, n)]
-            if changed:
-                raise InputError(f"--resume: cannot change {', '.join(changed)} of the checkpointed run "
-                                 f"({', '.join(f'{n}={getattr(saved, n)!r}' for n in changed)})", self.run_dir)
         self.cfg = cfg
+        ckpt = self._resume_checkpoint(resume)
+        self._join_processes(ctx)
+        self.data = prepare_data(data_dir, cfg)
+        if ckpt is not None and ckpt.extras.get("data_fingerprint") not in (None, self.data.dataset.fingerprint):
+            raise InputError("the checkpoint was trained on another dataset (fingerprint differs)", data_dir)
+        self._build_layout()
+        template64 = np.asarray(self.data.dataset.template_vertices, dtype=np.float64)
+        self._build_geometry(template64)
+        self.scale = float(ckpt.extras["displacement_scale"]) if ckpt is not None else self.data.scale
+        self._build_networks()
+        self._build_codes_and_levers(template64, warm_start=ckpt is None)
+        self.start_step = 0 if ckpt is None else self._restore(ckpt)
+        self._wrap_for_processes()
+        self._build_label_sampling()
+        self._build_step_options()
+        #: Sums and counts of the current log window (restored on resume: logs stay exact).
+        self.window: dict[str, list] = dict(ckpt.extras.get("log_window", {})) if ckpt is not None else {}
+        self.timings = {"generator": 0.0, "mapping": 0.0, "discriminator": 0.0, "regularizer": 0.0}
+        self.profile = False
+        self._evaluator = self._proxy = None  # the metrics' evaluators (built by train() on first use)
+
+    # ------------------------------------------------------------------ building
+    def _resume_checkpoint(self, resume: bool | Checkpoint) -> Checkpoint | None:
+        """The checkpoint to continue from (None: a new run); ``InputError`` when :attr:`cfg`
+        changes one of its :data:`RESUME_FIXED` fields."""
+        if not resume:
+            return None
+        ckpt = resume if isinstance(resume, Checkpoint) else load_checkpoint(self.run_dir / CHECKPOINT_FILE)
+        saved = checkpoint_config(ckpt)
+        changed = [n for n in RESUME_FIXED if getattr(saved, n) != getattr(self.cfg, n)]
+        if changed:
+            raise InputError(f"--resume: cannot change {', '.join(changed)} of the checkpointed run "
+                             f"({', '.join(f'{n}={getattr(saved, n)!r}' for n in changed)})", self.run_dir)
+        return ckpt
+
+    def _join_processes(self, ctx: DistContext | None) -> None:
+        """The process group (torchrun), this process's device and threads; the batch shapes it allows."""
+        cfg = self.cfg
         self.ctx = ctx if ctx is not None else init_distributed(cfg.device if cfg.device != "auto" else
                                                                 ("cuda" if torch.cuda.is_available() else "cpu"))
         if cfg.batch_size % (2 * self.ctx.world_size):
             raise InputError(f"batch_size {cfg.batch_size} must be a multiple of 2 x {self.ctx.world_size} processes")
+        if (cfg.lambda_interaction > 0 or cfg.lambda_projection > 0) and cfg.interaction_pairs % self.ctx.world_size:
+            raise InputError(f"interaction_pairs {cfg.interaction_pairs} must be a multiple of {self.ctx.world_size} "
+                             f"processes")
         self.device = resolve_device(cfg.device, self.ctx)
         if cfg.num_threads > 0:
             torch.set_num_threads(cfg.num_threads)
 
-        self.data = prepare_data(data_dir, cfg)
-        ds = self.data.dataset
-        if ckpt is not None and ckpt.extras.get("data_fingerprint") not in (None, ds.fingerprint):
-            raise InputError("the checkpoint was trained on another dataset (fingerprint differs)", data_dir)
+    def _build_layout(self) -> None:
+        """The dataset's factors, their classes, the classified ones and the latent layout."""
+        from fitface.models.latent import LatentLayout
+
+        cfg, ds = self.cfg, self.data.dataset
         self.factors = tuple(ds.factor_names)
         self.num_classes = {f.name: f.num_classes for f in ds.factors}
         self.classify = tuple(self.factors if cfg.classify is None else cfg.classify)
@@ -356,25 +441,40 @@ class Trainer:
             blocks.append(("noise", cfg.noise_dim))
         self.layout = LatentLayout(tuple(blocks))
 
-        # --- geometry: UV, mapping, regulariser --------------------------------------
-        template64 = np.asarray(ds.template_vertices, dtype=np.float64)
-        self.uv = harmonic_uv(template64, ds.faces, what="template").uv  # (V, 2)
-        self.mapping = GeometryMapping(self.uv, ds.faces, cfg.image_size).to(self.device)
-        self.regularizer = LaplacianRegularizer(template64, ds.faces, reduction=cfg.reg_reduction,
-                                                normalized=cfg.reg_normalized).to(self.device)
-        self.scale = float(ckpt.extras["displacement_scale"]) if ckpt is not None else self.data.scale
+    def _build_geometry(self, template64: np.ndarray) -> None:
+        """The template's UV parameterisation, its geometry-image mapping and the Laplacian regulariser."""
+        from fitface.geometry.laplacian import LaplacianRegularizer
+        from fitface.geometry.mapping import GeometryMapping
+        from fitface.geometry.parameterization import harmonic_uv
 
-        # --- networks (seeded) --------------------------------------------------------
+        cfg, faces = self.cfg, self.data.dataset.faces
+        self.uv = harmonic_uv(template64, faces, what="template").uv  # (V, 2)
+        self.mapping = GeometryMapping(self.uv, faces, cfg.image_size).to(self.device)
+        self.regularizer = LaplacianRegularizer(template64, faces, reduction=cfg.reg_reduction,
+                                                normalized=cfg.reg_normalized).to(self.device)
+
+    def _build_networks(self) -> None:
+        """G and D (initialised from the seed) and their Adam optimisers."""
+        from fitface.models.discriminator import Discriminator
+        from fitface.models.generator import Generator
+
+        cfg = self.cfg
         torch.manual_seed(cfg.seed)
-        self.G = Generator(self.layout.dim, ds.num_vertices, cfg.hidden, cfg.negative_slope).to(self.device)
+        V = self.data.dataset.num_vertices
+        self.G = Generator(self.layout.dim, V, cfg.hidden, cfg.negative_slope).to(self.device)
         self.D = Discriminator(self.num_classes, cfg.image_size, cfg.negative_slope).to(self.device)
         if cfg.channels_last:
             self.D.to(memory_format=torch.channels_last)
         self.opt_g = adam(self.G.parameters(), cfg.lr_g, cfg.betas_g)
         self.opt_d = adam(self.D.parameters(), cfg.lr_d, cfg.betas_d)
+
+    def _build_codes_and_levers(self, template64: np.ndarray, warm_start: bool) -> None:
+        """The fixed codes T; the linear warm start (a new run only), the penalties' projector and
+        G's moving average where the config asks for them."""
+        cfg = self.cfg
         self.codes = fixed_codes(self.layout, self.num_classes, cfg.seed)
         self.warm_start = None
-        if cfg.init == "linear_3dmm" and ckpt is None:
+        if cfg.init == "linear_3dmm" and warm_start:
             self._warm_start(template64)
         self.projector = None  # (K, 3V) [P_I; P_E] of the cross-projection penalty
         if cfg.lambda_projection > 0 or cfg.lambda_subspace > 0 or cfg.lambda_anchor > 0:
@@ -384,29 +484,32 @@ class Trainer:
             import copy
 
             self.G_ema = copy.deepcopy(self.G).requires_grad_(False)
-        self.start_step = 0
-        if ckpt is not None:
-            self.G.load_state_dict(ckpt.generator)
-            self.D.load_state_dict(ckpt.discriminator)
-            for opt, state in ((self.opt_g, ckpt.opt_g), (self.opt_d, ckpt.opt_d)):
-                chosen = [{k: g.get(k) for k in OPTIMIZER_KERNEL_KEYS} for g in opt.param_groups]
-                opt.load_state_dict(state)  # also restores the saved groups' kernel flags:
-                for g, keep in zip(opt.param_groups, chosen):  # keep this machine's choice
-                    g.update(keep)
-            self.codes = {k: v.clone() for k, v in ckpt.codes.items()}
-            if self.G_ema is not None:
-                self.G_ema.load_state_dict(ckpt.ema if ckpt.ema else ckpt.generator)
-            self.start_step = ckpt.step
-        # the modules trained through DDP under torchrun (self.G / self.D themselves otherwise);
-        # self.G / self.D stay the plain networks (checkpoints, sampling, the G step's frozen D)
-        self.G_train = wrap_ddp(GeneratorPass(self.G), self.ctx, self.device)
-        if (cfg.lambda_interaction > 0 or cfg.lambda_projection > 0) and cfg.interaction_pairs % self.ctx.world_size:
-            raise InputError(f"interaction_pairs {cfg.interaction_pairs} must be a multiple of {self.ctx.world_size} "
-                             f"processes")
-        self.critic_pass = wrap_ddp(CriticPass(self.D, cfg.channels_last), self.ctx, self.device, find_unused_parameters=True)
-        self.codes_dev = {k: v.to(self.device) for k, v in self.codes.items()}
 
-        # --- labels, class weights, label sampling -------------------------------------
+    def _restore(self, ckpt: Checkpoint) -> int:
+        """Networks, optimisers, fixed codes and EMA from ``ckpt``; returns the step to run next."""
+        self.G.load_state_dict(ckpt.generator)
+        self.D.load_state_dict(ckpt.discriminator)
+        for opt, state in ((self.opt_g, ckpt.opt_g), (self.opt_d, ckpt.opt_d)):
+            chosen = [{k: g.get(k) for k in OPTIMIZER_KERNEL_KEYS} for g in opt.param_groups]
+            opt.load_state_dict(state)  # also restores the saved groups' kernel flags:
+            for g, keep in zip(opt.param_groups, chosen):  # keep this machine's choice
+                g.update(keep)
+        self.codes = {k: v.clone() for k, v in ckpt.codes.items()}
+        if self.G_ema is not None:
+            self.G_ema.load_state_dict(ckpt.ema if ckpt.ema else ckpt.generator)
+        return ckpt.step
+
+    def _wrap_for_processes(self) -> None:
+        """The modules trained through DDP under torchrun (:class:`GeneratorPass`, :class:`CriticPass`
+        themselves otherwise); self.G / self.D stay the plain networks (checkpoints, sampling, the
+        G step's frozen D)."""
+        self.G_train = wrap_ddp(GeneratorPass(self.G), self.ctx, self.device)
+        self.critic_pass = wrap_ddp(CriticPass(self.D, self.cfg.channels_last), self.ctx, self.device,
+                                    find_unused_parameters=True)
+
+    def _build_label_sampling(self) -> None:
+        """Class weights of the critic's classification losses and the label sampler of the phase batches."""
+        cfg = self.cfg
         self.weights = {}
         probs = {}
         for j, f in enumerate(self.factors):
@@ -420,6 +523,9 @@ class Trainer:
         self.sampler = LabelSampler(self.num_classes, probs)
         self.labels_t = torch.from_numpy(self.data.labels)  # (n, K)
 
+    def _build_step_options(self) -> None:
+        """The folded critic input, the run's length and mixed precision."""
+        cfg = self.cfg
         self.folded = FoldedCritic(self.mapping.matrix("torch").to(device=self.device, dtype=torch.float32),
                                    cfg.image_size, self.scale) if cfg.fold_mapping else None
         if self.folded is not None:
@@ -434,10 +540,6 @@ class Trainer:
             import warnings
 
             warnings.warn("--amp: this GPU has no bfloat16; training in float32", stacklevel=2)
-        #: Sums and counts of the current log window (restored on resume: logs stay exact).
-        self.window: dict[str, list] = dict(ckpt.extras.get("log_window", {})) if ckpt is not None else {}
-        self.timings = {"generator": 0.0, "mapping": 0.0, "discriminator": 0.0, "regularizer": 0.0}
-        self.profile = False
 
     # ------------------------------------------------------------------ helpers
     def _warm_start(self, template64: np.ndarray) -> None:
@@ -534,89 +636,105 @@ class Trainer:
             return t
         return t0
 
+    def _amp(self):
+        """bfloat16 autocast where :attr:`use_amp` (a no-op context otherwise)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp)
+
     # ------------------------------------------------------------------ one step
-    def critic_step(self, step: int, k: int) -> dict:
-        cfg, ctx = self.cfg, self.ctx
-        B = cfg.batch_size
-        t0 = time.perf_counter()
+    def _critic_batch(self, step: int, k: int, t0: float) -> tuple:
+        """The inputs of critic step ``k`` of step ``step``: this process's real and fake (G's, no
+        gradient) normalised images with instance noise (b, 3, S, S), their interpolates (the
+        penalty's input, ``requires_grad``), the global batch's (B, K) labels (CPU) and ``t0``
+        after the timing ticks."""
+        cfg, B = self.cfg, self.cfg.batch_size
         pos = real_batch_indices(cfg.seed, step * max(1, cfg.critic_steps) + k, self.data.num_train, B)  # global (B,)
-        local = pos[ctx.shard(B)]
-        real_disp = self.data.batch(local).to(self.device)  # (b, V, 3)
-        labels_g = self.labels_t[torch.from_numpy(pos)]  # (B, K) global labels
-        labels = labels_g[ctx.shard(B)].to(self.device)  # (b, K)
+        real_disp = self.data.batch(pos[self.ctx.shard(B)]).to(self.device)  # (b, V, 3)
         z, _, _ = self._codes(step, "critic_codes", k, mode=cfg.critic_codes)
         t0 = self._tick("discriminator", t0)
         real = self._images(real_disp)
         t0 = self._tick("mapping", t0)
         fake = self._fake_images_nograd(z)
         t0 = self._tick("generator", t0)
-        real = self._noise(real, step, f"real{k}")
-        fake = self._noise(fake, step, f"fake{k}")
-        eps = torch.rand(B, generator=torch_generator(cfg.seed, step, "gp", k))[ctx.shard(B)].to(self.device)
+        real, fake = self._noise(real, step, f"real{k}"), self._noise(fake, step, f"fake{k}")
+        eps = torch.rand(B, generator=torch_generator(cfg.seed, step, "gp", k))[self.ctx.shard(B)].to(self.device)
         x_hat = L.interpolate(real, fake, eps).requires_grad_(True)
+        return real, fake, x_hat, self.labels_t[torch.from_numpy(pos)], t0
 
-        b = real.shape[0]
-        rows, denoms = {}, {}  # classified factors: labeled real rows (may be none on this process)
+    def _classified_rows(self, labels_g: torch.Tensor) -> tuple[dict, dict, dict]:
+        """For each classified factor with labels in the global batch ``labels_g`` (B, K): this
+        process's labeled rows (r,) and their labels (r,) on the device (possibly none), and the
+        global batch's weighted label count (:func:`.losses.weighted_ce_denominator`)."""
+        rows, labels, denoms = {}, {}, {}
         for j, f in enumerate(self.factors):
-            if f not in self.classify or cfg.lambda_c == 0:
+            if f not in self.classify or self.cfg.lambda_c == 0:
                 continue
             denom = L.weighted_ce_denominator(labels_g[:, j], self.weights[f].cpu())
             if denom > 0:  # a global batch without labels of f leaves its branch out
-                local = labels_g[ctx.shard(B), j]  # (b,) on the CPU: no device sync
-                rows[f], denoms[f] = torch.nonzero(local >= 0).squeeze(1).to(self.device), denom
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
+                local = labels_g[self.ctx.shard(self.cfg.batch_size), j]  # (b,) on the CPU: no device sync
+                have = torch.nonzero(local >= 0).squeeze(1)
+                rows[f], labels[f], denoms[f] = have.to(self.device), local[have].to(self.device), denom
+        return rows, labels, denoms
+
+    def critic_step(self, step: int, k: int) -> dict:
+        """Critic update ``k`` of step ``step``: D minimises eq. 6's loss (:func:`.losses.critic_loss`)
+        on a real batch, G's fakes and their interpolates."""
+        cfg = self.cfg
+        real, fake, x_hat, labels_g, t0 = self._critic_batch(step, k, time.perf_counter())
+        rows, labels, denoms = self._classified_rows(labels_g)
+        with self._amp():
             out = self.critic_pass(torch.cat([real, fake]), x_hat, rows)
+        b = real.shape[0]
         scores, scores_hat = out.scores.float(), out.scores_hat.float()  # (2b,), (b,)
-        gap = L.critic_gap(scores[:b], scores[b:])
-        gp = L.gradient_penalty_from(scores_hat, x_hat)
-        total = -gap + cfg.gp_weight * gp
-        cls = {}
-        for j, f in enumerate(self.factors):
-            if f in rows:
-                ce = L.weighted_ce_sum(out.logits[f].float(), labels[rows[f], j], self.weights[f]) \
-                    / denoms[f] * ctx.world_size
-                cls[f] = ce
-                total = total + cfg.lambda_c * ce
+        loss = L.critic_loss(scores[:b], scores[b:], scores_hat, x_hat, out.logits, labels, self.weights, denoms,
+                             cfg.gp_weight, cfg.lambda_c, self.ctx.world_size)
         self.opt_d.zero_grad(set_to_none=True)
-        total.backward()  # under torchrun, DDP averages D's gradients here
+        loss.total.backward()  # under torchrun, DDP averages D's gradients here
         self.opt_d.step()
         self._tick("discriminator", t0)
-        out = {"d_loss": total.item(), "d_gap": gap.item(), "d_gp": gp.item(),
-               "d_cls": sum(v.item() for v in cls.values())}
-        return out
+        return {"d_loss": loss.total.item(), "d_gap": loss.gap.item(), "d_gp": loss.gp.item(),
+                "d_cls": sum(v.item() for v in loss.cls.values())}
+
+    def _generate(self, z: torch.Tensor, step: int) -> tuple[torch.Tensor, L.GeneratorPenalties | None]:
+        """``G(z)`` as (b, V, 3) float32 displacements, and the penalties beyond the paper on the
+        quadruple codes of step ``step`` (None when they are all off): one :class:`GeneratorPass`."""
+        cfg = self.cfg
+        use_proj = cfg.lambda_projection > 0 or cfg.lambda_anchor > 0
+        if not (cfg.lambda_interaction > 0 or use_proj or cfg.lambda_subspace > 0):
+            with self._amp():
+                disp = self.G_train(z)  # (b, V, 3)
+            return disp.float(), None
+        n_full = 4 * cfg.subspace_pairs // self.ctx.world_size if cfg.lambda_subspace > 0 else 0
+        zq, ids = self._interaction_batch(step)
+        with self._amp():
+            disp, sub, coef, dense = self.G_train(z, zq, ids, self.projector if use_proj else None,
+                                                  n_full)  # (b,V,3) (4q,3L) (4q,K) (f,3V)
+        return disp.float(), self._penalties(zq, sub, coef, dense)
+
+    def _penalties(self, zq: torch.Tensor, sub: torch.Tensor, coef: torch.Tensor | None,
+                   dense: torch.Tensor | None) -> L.GeneratorPenalties:
+        """The penalties from the quadruple outputs of :class:`GeneratorPass` (codes ``zq``; 0 where off)."""
+        cfg = self.cfg
+        proj, subsp, anchor = (torch.zeros((), device=self.device) for _ in range(3))
+        inter = L.interaction_penalty(sub.float().view(-1, 4, sub.shape[1]) * (1.0 / self.scale))
+        if cfg.lambda_projection > 0:
+            proj = L.cross_projection_penalty(coef.float().view(-1, 4, coef.shape[1]), *self.proj_slices)
+        if cfg.lambda_anchor > 0:
+            c4 = coef.float().view(-1, 4, coef.shape[1])[..., self.proj_slices[0]]  # (q, 4, k)
+            z4 = zq.view(-1, 4, zq.shape[1])[..., self.identity_code_cols]  # (q, 4, k)
+            anchor = L.identity_anchor_penalty(identity_changes(c4), identity_changes(z4))
+        if dense is not None:
+            d = dense.float().view(-1, 4, dense.shape[1]) * (1.0 / self.scale)  # (f/4, 4, 3V)
+            subsp = L.subspace_penalty(identity_changes(d), self.identity_basis)
+        return L.GeneratorPenalties(inter, proj, subsp, anchor)
 
     def generator_step(self, step: int) -> dict:
+        """The generator update of step ``step``: G minimises eq. 8 and the penalties beyond the
+        paper (:func:`.losses.generator_loss`) on a phase batch, through the frozen D."""
         cfg = self.cfg
         t0 = time.perf_counter()
         z, factor, labels = self._codes(step, "codes")
-        use_proj = cfg.lambda_projection > 0 or cfg.lambda_anchor > 0
-        use_quads = cfg.lambda_interaction > 0 or use_proj or cfg.lambda_subspace > 0
-        n_full = 4 * cfg.subspace_pairs // self.ctx.world_size if cfg.lambda_subspace > 0 else 0
-        for p in self.D.parameters():
-            p.requires_grad_(False)
-        try:
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
-                if use_quads:
-                    zq, ids = self._interaction_batch(step)
-                    disp, sub, coef, dense = self.G_train(z, zq, ids, self.projector if use_proj else None,
-                                                          n_full)  # (b,V,3) (4q,3L) (4q,K) (f,3V)
-                else:
-                    disp = self.G_train(z)  # (b, V, 3)
-            disp = disp.float()
-            inter, proj, subsp, anchor = (disp.new_zeros(()) for _ in range(4))
-            if use_quads:
-                inter = L.interaction_penalty(sub.float().view(-1, 4, sub.shape[1]) * (1.0 / self.scale))
-            if cfg.lambda_projection > 0:
-                proj = L.cross_projection_penalty(coef.float().view(-1, 4, coef.shape[1]), *self.proj_slices)
-            if cfg.lambda_anchor > 0:
-                c4 = coef.float().view(-1, 4, coef.shape[1])[..., self.proj_slices[0]]  # (q, 4, k)
-                z4 = zq.view(-1, 4, zq.shape[1])[..., self.identity_code_cols]  # (q, 4, k)
-                anchor = L.identity_anchor_penalty((c4[:, [0, 1]] - c4[:, [2, 3]]).reshape(-1, c4.shape[2]),
-                                                   (z4[:, [0, 1]] - z4[:, [2, 3]]).reshape(-1, c4.shape[2]))
-            if n_full:
-                d = dense.float().view(-1, 4, dense.shape[1]) * (1.0 / self.scale)  # (f/4, 4, 3V)
-                changes = (d[:, [0, 1]] - d[:, [2, 3]]).reshape(-1, d.shape[2])  # identity changes
-                subsp = L.subspace_penalty(changes, self.identity_basis)
+        with frozen(self.D):
+            disp, penalties = self._generate(z, step)
             t0 = self._tick("generator", t0)
             reg = self.regularizer(disp).mean() if cfg.lambda_reg > 0 else disp.new_zeros(())
             t0 = self._tick("regularizer", t0)
@@ -624,35 +742,24 @@ class Trainer:
             t0 = self._tick("mapping", t0)
             if cfg.channels_last:
                 img = img.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
+            with self._amp():
                 out = self.D(img)
-            gan = -out.critic.float().mean()
-            cls = disp.new_zeros(())
-            if factor in self.classify and cfg.lambda_cls > 0:
-                cls = F.cross_entropy(out.logits[factor].float(), labels)
-            feat = disp.new_zeros(())
-            if cfg.lambda_feat > 0:
-                for f in self.factors:
-                    if f != factor:
-                        feat = feat + L.pair_feature_loss(out.features[f].float())
-            total = cfg.lambda_gan * gan + cfg.lambda_cls * cls + cfg.lambda_feat * feat + cfg.lambda_reg * reg
-            if use_quads:
-                total = total + cfg.lambda_interaction * inter + cfg.lambda_projection * proj + \
-                    cfg.lambda_subspace * subsp + cfg.lambda_anchor * anchor
+            loss = L.generator_loss(out.critic, out.logits[factor] if factor in self.classify else None, labels,
+                                    {f: out.features[f] for f in self.factors if f != factor}, reg, cfg, penalties)
             self.opt_g.zero_grad(set_to_none=True)
-            total.backward()  # under torchrun, DDP averages G's gradients here
-        finally:
-            for p in self.D.parameters():
-                p.requires_grad_(True)
+            loss.total.backward()  # under torchrun, DDP averages G's gradients here
         self.opt_g.step()
         if self.G_ema is not None:
             self._update_ema()
         if self.folded is not None:
             self.folded.refresh(self.G)
         self._tick("discriminator", t0)  # D forward/backward dominate the remainder
-        v = {"g_loss": total.item(), "g_gan": gan.item(), "g_cls": cls.item(), "g_feat": feat.item(),
-             "g_reg": reg.item(), "g_int": inter.item(), "g_proj": proj.item(),
-             "g_sub": subsp.item(), "g_anchor": anchor.item()}
+        return self._generator_values(loss, factor)
+
+    def _generator_values(self, loss: L.GeneratorLoss, factor: str) -> dict:
+        """The generator step's losses.csv values: the terms, the regulariser's share of eq. 8, the phase."""
+        cfg = self.cfg
+        v: dict[str, Any] = {col: getattr(loss, name).item() for col, name in GENERATOR_COLUMNS.items()}
         terms = [abs(cfg.lambda_gan * v["g_gan"]), abs(cfg.lambda_cls * v["g_cls"]),
                  abs(cfg.lambda_feat * v["g_feat"]), abs(cfg.lambda_reg * v["g_reg"])]
         v["reg_share"] = terms[3] / sum(terms) if sum(terms) > 0 else 0.0
@@ -663,8 +770,7 @@ class Trainer:
         """Run step ``step`` (0-based): the critic steps then the generator step."""
         vals: dict[str, Any] = {}
         for k in range(self.cfg.critic_steps):
-            d = self.critic_step(step, k)
-            vals = d  # the last critic step's values are logged
+            vals = self.critic_step(step, k)  # the last critic step's values are logged
         vals = dict(vals)
         if step < self.cfg.critic_warmup:  # the critic learns the current G's fakes first
             vals["phase"] = "critic_warmup"
@@ -729,13 +835,19 @@ class Trainer:
                           metadata=json.loads(json.dumps(meta, default=str)))
         return model
 
-    def save_model(self, steps_done: int) -> Path:
-        from fitface.landmarks.correspondence import attach_to_model
+    def save_model(self, steps_done: int, finish_model: Callable[[Any], Any] | None = None) -> Path:
+        """RUN_DIR/model.safetensors: the evaluated G at this step, with D.
+
+        Args:
+            finish_model: called on the :class:`fitface.models.face_model.FaceModel` before it is
+                written (``fitface train`` adds the template's mediapipe landmark set there).
+        """
         from fitface.models.model_file import save_model
 
         path = self.run_dir / MODEL_FILE
         model = self.build_face_model(steps_done)
-        attach_to_model(model, required=False)  # photo fitting needs the template's mediapipe points
+        if finish_model is not None:
+            finish_model(model)
         D = self.D.to("cpu") if self.device.type != "cpu" else self.D
         save_model(path, model, discriminator=D, training_config=self.cfg.to_dict(), data_fingerprint=self.fingerprint())
         self.G_eval.to(self.device)
@@ -753,142 +865,183 @@ class Trainer:
         self.G_eval.to(self.device)
         return path
 
-    def train(self, callback: Callable[[int, dict], None] | None = None, save_model: bool = True) -> TrainResult:
-        """Run from :attr:`start_step` to :attr:`total_steps`; returns a :class:`TrainResult`."""
-        from .logs import CsvLog, TensorBoardLog, sample_grid, write_png
+    def train(self, callback: Callable[[int, dict], None] | None = None, save_model: bool = True,
+              finish_model: Callable[[Any], Any] | None = None) -> TrainResult:
+        """Run from :attr:`start_step` to :attr:`total_steps`; returns a :class:`TrainResult`.
 
-        cfg, ctx, main = self.cfg, self.ctx, self.ctx.is_main
-        resuming = self.start_step > 0
-        if main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_text(self.run_dir / "config.json", cfg.to_json() + "\n")
-            write_text(self.run_dir / "config.toml", cfg.to_toml())
-            (self.run_dir / "samples").mkdir(exist_ok=True)
-            loss_log = CsvLog(self.run_dir / "losses.csv", self.loss_columns(),
-                              resume_step=self.start_step if resuming else None)
-            metric_cols = ["step", "div_global"] + [f"div_shared_{f}" for f in self.factors] + \
-                          ["specificity", "nearest_p10", "nearest_p50", "nearest_p90", "near_share",
-                           "mean_face_distance", "heldout_near_share", "heldout_nearest", "template_distance"]
-            if cfg.proxy_every:
-                from .proxy_eval import ProxyConfig, row_columns
-
-                metric_cols += [f"proxy_{c}" for c in row_columns(ProxyConfig().lambdas)]
-            metric_log = CsvLog(self.run_dir / "metrics.csv", metric_cols,  # rows hold steps *done*
-                                resume_step=self.start_step + 1 if resuming else None)
-            tb = TensorBoardLog(self.run_dir / "tensorboard", cfg.tensorboard,
-                                purge_step=self.start_step if resuming else None)
-        evaluator = None
-        proxy = None
-
-        def run_proxy(step_done: int) -> dict:
-            """The proxy evaluation of G (the EMA when enabled) as ``proxy_*`` columns."""
-            nonlocal proxy
-            from .proxy_eval import ProxyEvaluator
-
-            if proxy is None:
-                proxy = ProxyEvaluator(self.data.dataset.path, cfg.proxy_ict_source or None)
-            row = proxy(self.build_face_model(step_done)).as_row()
-            self.G_eval.to(self.device)
-            tb.scalars(step_done, row, prefix="proxy/")
-            return {f"proxy_{k}": v for k, v in row.items()}
-
-        def run_metrics(step_done: int):
-            nonlocal evaluator
-            if not main:
-                return
-            from .metrics import ProgressEvaluator
-
-            if evaluator is None:
-                n = self.data.num_train
-                m = n if cfg.metrics_max_train == 0 else min(n, cfg.metrics_max_train)
-                pos = np.linspace(0, n - 1, m).astype(np.int64)
-                ref = self.data.batch(pos) + torch.from_numpy(self.data.template)[None]
-                ds = self.data.dataset
-                other = "test" if cfg.split == "val" else "val"  # held out from *this* run's training
-                val = ds.indices(other)[:cfg.metrics_heldout]
-                heldout = torch.from_numpy(np.asarray(ds.read(val), dtype=np.float32)) if len(val) else None
-                evaluator = ProgressEvaluator(ref, self.data.template, self.layout, cfg.metrics_samples,
-                                              cfg.metrics_pairs, seed=cfg.seed + 12345, near_ratio=cfg.near_ratio,
-                                              heldout=heldout)
-            pm = evaluator(self.decode)
-            row = {"step": step_done, **pm.as_row(), "heldout_near_share": evaluator.heldout_share,
-                   "heldout_nearest": evaluator.heldout_nearest, "template_distance": evaluator.template_distance}
-            if cfg.proxy_every and (step_done % cfg.proxy_every == 0 or step_done == self.total_steps):
-                row.update(run_proxy(step_done))
-            metric_log.write(row)
-            tb.scalars(step_done, pm.as_row(), prefix="metrics/")
-            return pm
-
-        def run_grid(step_done: int):
-            if not main:
-                return
-            g = torch.Generator().manual_seed(cfg.seed + 777)
-            n = cfg.grid_columns
-            blocks = [self.decode(shared_code_batch(self.layout, None, n, g))]
-            titles = ["random"]
-            for f in reversed(self.factors):  # Fig. 3: shared expression, then shared identity
-                blocks.append(self.decode(shared_code_batch(self.layout, f, n, g)))
-                titles.append(f"same {f}")
-            img = sample_grid([b.numpy() for b in blocks], self.data.dataset.faces, cfg.grid_cell, titles)
-            write_png(self.run_dir / "samples" / f"step_{step_done:07d}.png", img)
-            tb.image("samples", img, step_done)
-
-        bar = None
-        if main and cfg.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=self.total_steps, initial=self.start_step, unit="it", dynamic_ncols=True, leave=True)
+        Args:
+            callback: called as ``callback(step, values)`` after each step.
+            save_model: write RUN_DIR/model.safetensors at the end (rank 0).
+            finish_model: called once, on the final model before it is written (:meth:`save_model`).
+        """
+        cfg = self.cfg
+        self._evaluator = self._proxy = None  # built when first used (as each train() call did)
+        logs = self._open_logs() if self.ctx.is_main else None
+        bar = self._progress_bar()
         last: dict = {}
-        if not resuming and (cfg.metrics_every or cfg.proxy_every) and self.total_steps > 0:
-            run_metrics(0)  # the baseline: an untrained G outputs (almost) the template
-        t_start = time.perf_counter()
-        t_window, n_window = time.perf_counter(), 0
-        rate = float("nan")
+        if self.start_step == 0 and (cfg.metrics_every or cfg.proxy_every) and self.total_steps > 0:
+            self._log_metrics(0, logs)  # the baseline: an untrained G outputs (almost) the template
+        clock = StepClock()
         for s in range(self.start_step, self.total_steps):
-            vals = self.step(s)
-            self._accumulate(vals)
-            n_window += 1
-            done = s + 1
-            if done % cfg.log_every == 0 or done == self.total_steps:
-                now = time.perf_counter()
-                rate = n_window / max(now - t_window, 1e-9)
-                t_window, n_window = now, 0
-                means = average_scalars(self._window_means(), ctx)
-                row = {"step": s, "epoch": done / self.steps_per_epoch, "phase": vals["phase"], **means,
-                       "it_per_s": rate, "samples_per_s": rate * cfg.batch_size, "elapsed_s": now - t_start}
-                if main:
-                    loss_log.write(row)
-                    tb.scalars(s, {k: v for k, v in row.items() if k not in ("step", "phase")}, prefix="train/")
-            last = vals
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(d=f"{vals['d_loss']:.3g}", g=f"{vals.get('g_loss', math.nan):.3g}",
-                                reg=f"{vals.get('g_reg', math.nan):.3g}", refresh=False)
+            last = self.step(s)
+            self._log_step(s, last, logs, clock, bar)
             if callback is not None:
-                callback(s, vals)
-            due = [n for n in (cfg.metrics_every, cfg.proxy_every) if n]
-            if any(done % n == 0 for n in due) and done != self.total_steps:
-                run_metrics(done)
-            if cfg.sample_every and done % cfg.sample_every == 0 and done != self.total_steps:
-                run_grid(done)
-            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done != self.total_steps:
-                self.save_checkpoint(done)
-            if cfg.snapshot_every and done % cfg.snapshot_every == 0 and main:
-                self.save_snapshot(done)
+                callback(s, last)
+            self._periodic(s + 1, logs)
         if bar is not None:
             bar.close()
+        final, model_path = self._finish(logs, save_model, finish_model)
+        if logs is not None:
+            logs.tb.close()
+        return TrainResult(self.run_dir, final, model_path, last)
+
+    # ------------------------------------------------------------------ run: parts
+    def metric_columns(self) -> list[str]:
+        """metrics.csv columns (with the proxy evaluation's when the config runs it)."""
+        cols = ["step", "div_global"] + [f"div_shared_{f}" for f in self.factors] + \
+               ["specificity", "nearest_p10", "nearest_p50", "nearest_p90", "near_share",
+                "mean_face_distance", "heldout_near_share", "heldout_nearest", "template_distance"]
+        if self.cfg.proxy_every:
+            from .proxy_eval import ProxyConfig, row_columns
+
+            cols += [f"proxy_{c}" for c in row_columns(ProxyConfig().lambdas)]
+        return cols
+
+    def _open_logs(self) -> RunLogs:
+        """Write the run folder's config; open its logs (continued from :attr:`start_step` on resume)."""
+        from .logs import CsvLog, TensorBoardLog
+
+        resuming = self.start_step > 0
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(self.run_dir / "config.json", self.cfg.to_json() + "\n")
+        write_text(self.run_dir / "config.toml", self.cfg.to_toml())
+        (self.run_dir / "samples").mkdir(exist_ok=True)
+        losses = CsvLog(self.run_dir / "losses.csv", self.loss_columns(),
+                        resume_step=self.start_step if resuming else None)
+        metrics = CsvLog(self.run_dir / "metrics.csv", self.metric_columns(),  # rows hold steps *done*
+                         resume_step=self.start_step + 1 if resuming else None)
+        tb = TensorBoardLog(self.run_dir / "tensorboard", self.cfg.tensorboard,
+                            purge_step=self.start_step if resuming else None)
+        return RunLogs(losses, metrics, tb)
+
+    def _progress_bar(self):
+        """A tqdm bar on the main process when the config asks for one, else None."""
+        if not (self.ctx.is_main and self.cfg.progress):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=self.total_steps, initial=self.start_step, unit="it", dynamic_ncols=True, leave=True)
+
+    def _log_step(self, s: int, vals: dict, logs: RunLogs | None, clock: StepClock, bar) -> None:
+        """Add step ``s``'s values to the log window; write its losses.csv row at the window's end."""
+        cfg = self.cfg
+        self._accumulate(vals)
+        clock.window_steps += 1
+        done = s + 1
+        if done % cfg.log_every == 0 or done == self.total_steps:
+            rate, elapsed = clock.lap()
+            means = average_scalars(self._window_means(), self.ctx)
+            row = {"step": s, "epoch": done / self.steps_per_epoch, "phase": vals["phase"], **means,
+                   "it_per_s": rate, "samples_per_s": rate * cfg.batch_size, "elapsed_s": elapsed}
+            if logs is not None:
+                logs.losses.write(row)
+                logs.tb.scalars(s, {k: v for k, v in row.items() if k not in ("step", "phase")}, prefix="train/")
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(d=f"{vals['d_loss']:.3g}", g=f"{vals.get('g_loss', math.nan):.3g}",
+                            reg=f"{vals.get('g_reg', math.nan):.3g}", refresh=False)
+
+    def _periodic(self, done: int, logs: RunLogs | None) -> None:
+        """What is due after ``done`` steps: metrics, sample grid, checkpoint (the end has its own,
+        :meth:`_finish`), snapshot."""
+        cfg = self.cfg
+        due = [n for n in (cfg.metrics_every, cfg.proxy_every) if n]
+        if any(done % n == 0 for n in due) and done != self.total_steps:
+            self._log_metrics(done, logs)
+        if cfg.sample_every and done % cfg.sample_every == 0 and done != self.total_steps:
+            self._write_grid(done, logs)
+        if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done != self.total_steps:
+            self.save_checkpoint(done)
+        if cfg.snapshot_every and done % cfg.snapshot_every == 0 and self.ctx.is_main:
+            self.save_snapshot(done)
+
+    def _finish(self, logs: RunLogs | None, save_model: bool, finish_model) -> tuple[int, Path | None]:
+        """The end of the run: metrics, grid, checkpoint and model of the final step (when steps
+        ran or no model was written yet). Returns (steps done, model path or None)."""
         final = max(self.total_steps, self.start_step)
         model_path = None
         if final > self.start_step or not (self.run_dir / MODEL_FILE).exists():
-            if main:
-                run_metrics(final)
-                run_grid(final)
+            if logs is not None:
+                self._log_metrics(final, logs)
+                self._write_grid(final, logs)
             self.save_checkpoint(final)
-            if save_model and main:
-                model_path = self.save_model(final)
+            if save_model and self.ctx.is_main:
+                model_path = self.save_model(final, finish_model)
         else:
             model_path = self.run_dir / MODEL_FILE
-        barrier(ctx)
-        if main:
-            tb.close()
-        return TrainResult(self.run_dir, final, model_path, last)
+        barrier(self.ctx)
+        return final, model_path
+
+    def _progress_evaluator(self):
+        """The :class:`.metrics.ProgressEvaluator` of this run (built on first use)."""
+        from .metrics import ProgressEvaluator
+
+        if self._evaluator is None:
+            cfg = self.cfg
+            n = self.data.num_train
+            m = n if cfg.metrics_max_train == 0 else min(n, cfg.metrics_max_train)
+            pos = np.linspace(0, n - 1, m).astype(np.int64)
+            ref = self.data.batch(pos) + torch.from_numpy(self.data.template)[None]
+            ds = self.data.dataset
+            other = "test" if cfg.split == "val" else "val"  # held out from *this* run's training
+            val = ds.indices(other)[:cfg.metrics_heldout]
+            heldout = torch.from_numpy(np.asarray(ds.read(val), dtype=np.float32)) if len(val) else None
+            self._evaluator = ProgressEvaluator(ref, self.data.template, self.layout, cfg.metrics_samples,
+                                                cfg.metrics_pairs, seed=cfg.seed + 12345, near_ratio=cfg.near_ratio,
+                                                heldout=heldout)
+        return self._evaluator
+
+    def _proxy_row(self, step_done: int, logs: RunLogs) -> dict:
+        """The proxy evaluation of G (the EMA when enabled) as ``proxy_*`` columns."""
+        from .proxy_eval import ProxyEvaluator
+
+        if self._proxy is None:
+            self._proxy = ProxyEvaluator(self.data.dataset.path, self.cfg.proxy_ict_source or None)
+        row = self._proxy(self.build_face_model(step_done)).as_row()
+        self.G_eval.to(self.device)
+        logs.tb.scalars(step_done, row, prefix="proxy/")
+        return {f"proxy_{k}": v for k, v in row.items()}
+
+    def _log_metrics(self, step_done: int, logs: RunLogs | None):
+        """The progress metrics (and the proxy evaluation when due) after ``step_done`` steps, in
+        metrics.csv (main process only)."""
+        if logs is None:
+            return None
+        cfg = self.cfg
+        evaluator = self._progress_evaluator()
+        pm = evaluator(self.decode)
+        row = {"step": step_done, **pm.as_row(), "heldout_near_share": evaluator.heldout_share,
+               "heldout_nearest": evaluator.heldout_nearest, "template_distance": evaluator.template_distance}
+        if cfg.proxy_every and (step_done % cfg.proxy_every == 0 or step_done == self.total_steps):
+            row.update(self._proxy_row(step_done, logs))
+        logs.metrics.write(row)
+        logs.tb.scalars(step_done, pm.as_row(), prefix="metrics/")
+        return pm
+
+    def _write_grid(self, step_done: int, logs: RunLogs | None) -> None:
+        """samples/step_STEP.png: random faces, then faces sharing each factor's code (Fig. 3)."""
+        if logs is None:
+            return
+        from .logs import sample_grid, write_png
+
+        cfg = self.cfg
+        g = torch.Generator().manual_seed(cfg.seed + 777)
+        n = cfg.grid_columns
+        blocks = [self.decode(shared_code_batch(self.layout, None, n, g))]
+        titles = ["random"]
+        for f in reversed(self.factors):  # Fig. 3: shared expression, then shared identity
+            blocks.append(self.decode(shared_code_batch(self.layout, f, n, g)))
+            titles.append(f"same {f}")
+        img = sample_grid([b.numpy() for b in blocks], self.data.dataset.faces, cfg.grid_cell, titles)
+        write_png(self.run_dir / "samples" / f"step_{step_done:07d}.png", img)
+        logs.tb.image("samples", img, step_done)

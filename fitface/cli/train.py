@@ -51,32 +51,47 @@ def train(data_dir, recipe, run_dir, max_steps, epochs, device, seed, batch_size
         overrides["progress"] = False
     from pathlib import Path
 
+    from fitface.train.checkpoint import CHECKPOINT_FILE
+
     rd = Path(run_dir)
+    checkpoint = None
     if resume:  # the checkpointed run's config, with only the options given here changed
-        if not (rd / "checkpoint.safetensors").is_file():
-            raise InputError("--resume: no checkpoint.safetensors in the run folder", rd)
+        if not (rd / CHECKPOINT_FILE).is_file():
+            raise InputError(f"--resume: no {CHECKPOINT_FILE} in the run folder", rd)
+        from fitface.train.checkpoint import load_checkpoint
         from fitface.train.trainer import resume_config
 
-        cfg = resume_config(rd, overrides)
+        checkpoint = load_checkpoint(rd / CHECKPOINT_FILE)  # read once: its config here, its state in the trainer
+        cfg = resume_config(checkpoint, overrides)
     else:
         cfg = load_config(recipe, overrides)
     if print_config:
         click.echo(cfg.to_toml(), nl=False)
         return
-    if not resume and (rd / "checkpoint.safetensors").exists():
+    if not resume and (rd / CHECKPOINT_FILE).exists():
         raise InputError("already holds a run (use --resume to continue it, or another -o)", rd)
 
     from fitface.train.trainer import Trainer
 
-    trainer = Trainer(data_dir, cfg, rd, resume=resume)
+    trainer = Trainer(data_dir, cfg, rd, resume=checkpoint or False)
+    del checkpoint  # the trainer holds what it restored
     if trainer.ctx.enabled and trainer.ctx.is_main:
         click.echo(f"data parallel: {type(trainer.G_train).__name__} over {trainer.ctx.world_size} processes "
                    f"(global batch {cfg.batch_size}, {cfg.batch_size // trainer.ctx.world_size} per process)", err=True)
     try:
-        result = trainer.train()
+        result = trainer.train(finish_model=add_mediapipe_set)
     finally:
         from fitface.train.distributed import shutdown
 
         shutdown(trainer.ctx)
     if trainer.ctx.is_main:
         click.echo(f"trained {result.steps} steps; model: {result.model_path}", err=True)
+
+
+def add_mediapipe_set(model) -> None:
+    """Add the template's "mediapipe" landmark set to the final model before it is written: photo
+    fitting needs it. A template on which mediapipe finds no face leaves the model without it
+    (a warning; ``fitface landmarks mediapipe MODEL`` can add it later)."""
+    from fitface.landmarks.correspondence import attach_to_model
+
+    attach_to_model(model, required=False)
