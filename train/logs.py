@@ -25,7 +25,6 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from fitface.io.atomic import write_text
-from fitface.io.image import write_png  # noqa: F401 (re-exported: the trainer writes its grids with it)
 
 
 class CsvLog:

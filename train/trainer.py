@@ -1032,7 +1032,9 @@ class Trainer:
         """samples/step_STEP.png: random faces, then faces sharing each factor's code (Fig. 3)."""
         if logs is None:
             return
-        from .logs import sample_grid, write_png
+        from fitface.io.image import write_png
+
+        from .logs import sample_grid
 
         cfg = self.cfg
         g = torch.Generator().manual_seed(cfg.seed + 777)
