@@ -7,7 +7,8 @@ Two data terms (``depth``):
   (:func:`fitface.fitting.landmark_fit.fit_landmarks`, paper eq. 13); its similarity
   ``x = s R v + t`` is the weak-perspective camera (``s`` = pixels per model unit) plus the
   depth offset, so nothing else changes.
-* ``"2d"``: only ``X, Y`` are fitted, through an orthographic projection ``P = [I2 | 0]``:
+* ``"2d"``: only ``X, Y`` are fitted, through an orthographic projection ``P = [I2 | 0]``
+  (:func:`fitface.fitting.projection_fit.fit_landmarks_2d`, in the loop every fit shares):
 
       min_{z, s, R, t}  sum_i w_i || P R v~_i(z) - (y_i - t) / s ||^2  +  lam ||z||^2
 
@@ -37,8 +38,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from fitface.checks import check_shape
 from fitface.errors import InputError
+from fitface.fitting.projection_fit import estimate_orthographic, fit_landmarks_2d
 
 #: The data terms.
 DEPTH_MODES = ("3d", "2d")
@@ -54,153 +55,6 @@ DEFAULT_DEPTH = "2d"
 PHOTO_LAMBDA = 30.0
 #: The frame of photo fits, as recorded in codes.json.
 PHOTO_FRAME = "photo (pixels: X right, Y up = -row, Z to the viewer; projects to pixel (X, -Y))"
-#: Near-singular 3D point scatter (relative smallest eigenvalue) below which the affine camera
-#: solve is regularised.
-_AFFINE_RIDGE = 1e-9
-
-
-def estimate_orthographic(points: np.ndarray, targets_xy: np.ndarray, weights: np.ndarray):
-    """Closed-form scaled orthographic camera mapping 3D ``points`` onto 2D ``targets_xy``.
-
-    Args:
-        points: (N, L, 3) float model points. targets_xy: (N, L, 2) float image-frame points.
-        weights: (N, L) float >= 0 (0 = ignored).
-
-    Returns:
-        ``(scale (N,), rotation (N, 3, 3) proper, t2 (N, 2))`` with
-        ``targets ~ scale * (rotation @ p)[:2] + t2``.
-    """
-    p = np.asarray(points, dtype=np.float64)
-    y = np.asarray(targets_xy, dtype=np.float64)
-    w = np.asarray(weights, dtype=np.float64)
-    wn = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-300)  # (N, L)
-    pm = np.einsum("nl,nlc->nc", wn, np.nan_to_num(p))  # (N, 3)
-    ym = np.einsum("nl,nlc->nc", wn, np.nan_to_num(y))  # (N, 2)
-    pc = np.where(w[..., None] > 0, p - pm[:, None], 0.0)
-    yc = np.where(w[..., None] > 0, y - ym[:, None], 0.0)
-    cpp = np.einsum("nl,nli,nlj->nij", wn, pc, pc)  # (N, 3, 3)
-    cyp = np.einsum("nl,nli,nlj->nij", wn, yc, pc)  # (N, 2, 3)
-    ridge = _AFFINE_RIDGE * np.trace(cpp, axis1=1, axis2=2)[:, None, None] * np.eye(3)
-    m = np.linalg.solve(cpp + ridge, np.swapaxes(cyp, 1, 2))  # (N, 3, 2) = M^T
-    m = np.swapaxes(m, 1, 2)  # (N, 2, 3) affine camera
-    u, _, vt = np.linalg.svd(m, full_matrices=False)  # (N, 2, 2), (N, 2), (N, 2, 3)
-    r2 = u @ vt  # (N, 2, 3) orthonormal rows
-    q = np.einsum("nij,nlj->nli", r2, pc)  # (N, L, 2) rotated, projected points
-    scale = np.einsum("nl,nli,nli->n", wn, yc, q) / np.maximum(np.einsum("nl,nli,nli->n", wn, q, q), 1e-300)
-    flip = scale < 0  # a 180-degree turn about the view axis absorbs a negative scale
-    r2[flip] *= -1.0
-    scale = np.abs(scale)
-    r3 = np.cross(r2[:, 0], r2[:, 1])  # (N, 3)
-    rot = np.concatenate([r2, r3[:, None]], axis=1)  # (N, 3, 3), det +1
-    t2 = ym - scale[:, None] * np.einsum("nij,nj->ni", r2, pm)
-    return scale, rot, t2
-
-
-def fit_landmarks_2d(
-    decoder,
-    targets: np.ndarray,
-    landmark_set,
-    cfg=None,
-    valid: np.ndarray | None = None,
-    progress: Callable[[int, int], None] | None = None,
-):
-    """Fit latent codes and a scaled orthographic camera to 2D landmarks (see the module doc).
-
-    Args:
-        decoder: a :class:`fitface.fitting.decoder.Decoder`.
-        targets: (B, L, 2) or (B, L, 3) float photo-frame points (pixels; a third column is used
-            only to place the depth offset); NaN rows are missing.
-        landmark_set: the set's name or a :class:`LandmarkSet`.
-        cfg: :class:`fitface.fitting.landmark_fit.FitConfig` (lam, steps, lr, restarts, seed,
-            init, init_scale, refine_every, freeze, betas are used).
-        valid: (B, L) bool.
-        progress: ``progress(step_done, steps)``.
-
-    Returns:
-        :class:`fitface.fitting.landmark_fit.LandmarkFitResult` (photo frame; ``rms`` over X, Y).
-
-    Raises:
-        ValueError: bad shapes, or a capture with fewer than 4 valid landmarks.
-    """
-    from fitface.fitting.adam import Adam, cosine_lr
-    from fitface.fitting.landmark_fit import FitConfig, LandmarkFitResult, initial_codes, usable_landmarks
-    from fitface.fitting.similarity import Similarity
-
-    cfg = FitConfig() if cfg is None else cfg
-    cfg.validate()
-    rows = decoder.landmark_rows(landmark_set)
-    tg = np.asarray(targets, dtype=np.float64)
-    if tg.ndim == 2:
-        tg = tg[None]
-    check_shape("targets", tg, (None, rows.num_points, None))
-    if tg.shape[2] not in (2, 3):
-        raise ValueError(f"targets: expected 2 or 3 coordinates, got {tg.shape[2]}")
-    nb, nl = tg.shape[:2]
-    ok, counts = usable_landmarks(np.isfinite(tg[..., :2]).all(axis=2), valid, 4, "a 2D fit needs at least 4")
-    k, dim, dt = cfg.restarts, decoder.latent_dim, decoder.dtype
-    n = nb * k
-    y = np.repeat(np.where(ok[..., None], tg[..., :2], 0.0), k, axis=0)  # (N, L, 2)
-    w = np.repeat(ok, k, axis=0).astype(np.float64)  # (N, L)
-
-    z0, frozen, _ = initial_codes(decoder, cfg, nb)  # (B, K, D), (D,)
-    z = np.ascontiguousarray(z0.reshape(n, dim), dtype=dt)
-    grad_mask = (~frozen).astype(dt)
-
-    # initial camera from the mean face (z = 0 with frozen blocks)
-    zm = np.where(frozen, z, 0.0).astype(dt)
-    s, rot, t2 = estimate_orthographic(decoder.points(zm, rows).astype(np.float64), y, w)
-    opt = Adam(z, lr=cfg.lr, betas=cfg.betas)
-    hist_step, hist_obj = [], []
-    lam = cfg.lam
-    for step in range(cfg.steps):
-        opt.lr = cosine_lr(step, cfg.steps, cfg.lr, cfg.lr_final_fraction)
-        pts, vjp = decoder.linearize_points(z, rows)  # (N, L, 3) model frame
-        p64 = pts.astype(np.float64)
-        proj = np.einsum("nij,nlj->nli", rot[:, :2], p64)  # (N, L, 2) P R v
-        r = (proj - (y - t2[:, None]) / s[:, None, None]) * w[..., None]  # (N, L, 2) model unit
-        g_pts = 2.0 * np.einsum("nli,nij->nlj", r, rot[:, :2])  # (N, L, 3) = 2 (P R)^T r
-        g = vjp(g_pts.astype(dt)) + (2.0 * lam) * z
-        g *= grad_mask
-        if cfg.history_every and step % cfg.history_every == 0:
-            obj = np.einsum("nli,nli->n", r, r) + lam * np.einsum("nd,nd->n", z, z)
-            hist_step.append(step)
-            hist_obj.append(float(obj.mean()))
-        opt.step(g.astype(dt, copy=False))
-        if (step + 1) % cfg.refine_every == 0:
-            s, rot, t2 = estimate_orthographic(p64, y, w)
-
-    pts = decoder.points(z, rows).astype(np.float64)
-    s, rot, t2 = estimate_orthographic(pts, y, w)
-    zz = z.astype(np.float64)
-    proj = np.einsum("nij,nlj->nli", rot[:, :2], pts)
-    r = (proj - (y - t2[:, None]) / s[:, None, None]) * w[..., None]
-    obj = np.einsum("nli,nli->n", r, r) + lam * np.einsum("nd,nd->n", zz, zz)
-    per = obj.reshape(nb, k)
-    best = per.argmin(axis=1)
-    sel = np.arange(nb) * k + best
-    # depth offset: mean fitted depth = mean target depth (or 0)
-    depth = np.einsum("nj,nlj->nl", rot[sel, 2], pts[sel]) * s[sel, None]  # (B, L)
-    okb = ok.astype(np.float64)
-    tz_target = np.zeros(nb)
-    if tg.shape[2] == 3:
-        okz = ok & np.isfinite(tg[..., 2])
-        tz_target = np.where(okz.any(1), np.nansum(np.where(okz, tg[..., 2], 0.0), 1) / np.maximum(okz.sum(1), 1), 0.0)
-    tz = tz_target - (depth * okb).sum(1) / np.maximum(okb.sum(1), 1)
-    transform = Similarity(s[sel], rot[sel], np.concatenate([t2[sel], tz[:, None]], axis=1))
-    pts_c = transform.apply(pts[sel])  # (B, L, 3)
-    tg3 = tg if tg.shape[2] == 3 else np.concatenate([tg, np.full((nb, nl, 1), np.nan)], axis=2)
-    res = np.where(ok[..., None], pts_c - tg3, np.nan)
-    sq = np.where(ok, (np.nan_to_num(res[..., :2]) ** 2).sum(axis=2), 0.0)
-    rms = np.sqrt(sq.sum(axis=1) / counts)
-    if cfg.history_every:
-        hist_step.append(cfg.steps)
-        hist_obj.append(float(obj.mean()))
-    return LandmarkFitResult(
-        z=zz[sel].copy(), transform=transform, points=pts_c, residuals=res, rms=rms, rms_model=rms / s[sel],
-        loss=obj[sel].copy(), restarts_loss=per.copy(), best_restart=best, valid=ok,
-        history={"step": np.asarray(hist_step), "objective": np.asarray(hist_obj)}, steps=cfg.steps)
-
-
 def fit_photo_points(decoder, targets: np.ndarray, landmark_set, cfg=None, depth: str = DEFAULT_DEPTH,
                      valid: np.ndarray | None = None, progress=None):
     """Fit photo-frame landmarks with the chosen data term.
