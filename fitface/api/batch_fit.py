@@ -188,15 +188,8 @@ def fit_batch(
                     return []
 
             if sequence:  # one joint fit of every photo's largest face
-                done = 0
-
-                def tick():
-                    nonlocal done
-                    done += 1
-                    if progress is not None:
-                        progress(done, total)
-
-                _fit_and_write(dec, [f for c in cset.captures for f in lift(c)], run, results, failures, tick)
+                _fit_and_write(dec, [f for c in cset.captures for f in lift(c)], run, results, failures,
+                               _ticker(progress, total))
             else:  # photo by photo (its faces jointly), as a single fit of the photo
                 for i, c in enumerate(cset.captures):
                     _fit_and_write(dec, lift(c), run, results, failures)
@@ -217,14 +210,7 @@ def fit_batch(
         for c in caps:
             groups.setdefault(c.set_name, []).append(c)
         chunk = max(len(caps) if sequence else BATCH_CHUNK, 1)
-        total, done = len(caps), 0
-
-        def tick():
-            nonlocal done
-            done += 1
-            if progress is not None:
-                progress(done, total)
-
+        tick = _ticker(progress, len(caps))
         for group in groups.values():
             for i in range(0, len(group), chunk):
                 _fit_and_write(dec, group[i:i + chunk], run, results, failures, tick)
@@ -263,6 +249,19 @@ def _capture_set(captures: PathLike | Sequence[Any]):
     if len(kinds) > 1:
         raise InputError("a batch takes photos or 3D landmark captures, not both")
     return CaptureSet(items, [], 0), kinds == {True}
+
+
+def _ticker(progress: Callable[[int, int], None] | None, total: int) -> Callable[[], None]:
+    """A callback counting done items and calling ``progress(done, total)``."""
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    return tick
 
 
 def _out_folder(out: Path, cap: PreparedCapture) -> Path:

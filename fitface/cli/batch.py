@@ -36,12 +36,16 @@ def batch(capture_dir, out_dir, model, lam, steps, restarts, landmark_set, unit,
     A folder of photos and no landmark files is fitted photo by photo with mediapipe
     (a photo without a face is a failure with its reason); --sequence and --shard work
     for photos too.
-    Exit code 0 when at least one capture was fitted, 2 when none.
+    \b
+    Exit codes:
+      0  every capture was fitted
+      4  some captures failed, the others were fitted (see failures.txt)
+      2  no capture was fitted, or bad input or options (nothing is fitted)
     """
     import sys
 
     from fitface.api import fit_batch
-    from fitface.errors import InputError
+    from fitface.errors import InputError, SomeFailedError
 
     bar = None
     progress = None
@@ -76,3 +80,6 @@ def batch(capture_dir, out_dir, model, lam, steps, restarts, landmark_set, unit,
                f"{res.files['csv']}", err=True)
     if not res.results:
         raise InputError(f"no capture was fitted ({len(res.failures)} failed; see {res.files['failures']})")
+    if res.failures:
+        raise SomeFailedError(f"{len(res.failures)} of {len(res.results) + len(res.failures)} captures failed "
+                              f"(see {res.files['failures']})")
