@@ -1,8 +1,8 @@
 """Capture folders: pair scans with landmark files by name, order them, split them into shards.
 
 A *capture* is one landmark file, optionally with a scan (a mesh or point cloud) of the same
-face. :func:`discover_captures` looks at the files directly inside a folder (not recursively)
-and pairs them by stem.
+face, or one photo. :func:`discover_captures` looks at the files directly inside a folder (not
+recursively) and pairs them by stem; :func:`discover_photos` lists a folder's photos.
 
 Convention:
     * Pairing: ``NAME.ply`` (any of :data:`fitface.io.mesh.MESH_SUFFIXES`) and ``NAME.txt``
@@ -47,7 +47,7 @@ class Capture:
 
     Attributes:
         name: the shared stem (``"A"`` for ``A.ply`` + ``A.txt``); names the output folder.
-        landmarks: the landmark file.
+        landmarks: the landmark file (or the photo).
         scan: the scan file, or None for a landmark-only capture.
     """
 
@@ -148,4 +148,40 @@ def discover_captures(folder: str | os.PathLike) -> CaptureSet:
     return out
 
 
-__all__ = ["Capture", "CaptureProblem", "CaptureSet", "discover_captures", "natural_key", "parse_shard"]
+def discover_photos(folder: str | os.PathLike) -> CaptureSet:
+    """The photos directly inside ``folder`` as captures ``Capture(stem, photo)``, in natural order.
+
+    Photos are the files with a suffix of :data:`fitface.landmarks.lift_photo.PHOTO_SUFFIXES`
+    (case-insensitive); two photos of one stem (``a.jpg`` and ``a.png``) are a problem; hidden and
+    other files are ignored (counted).
+
+    Raises:
+        InputError: ``folder`` does not exist or is not a folder.
+    """
+    from fitface.landmarks.lift_photo import is_photo
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError("no such folder" if not root.exists() else "not a folder", root)
+    photos: dict[str, list[Path]] = {}
+    ignored = 0
+    with os.scandir(root) as it:
+        entries = [(e.name, e.is_file()) for e in it]
+    for name, is_file in entries:
+        if name.startswith(".") or not is_file or not is_photo(name):
+            ignored += 1
+        else:
+            photos.setdefault(Path(name).stem, []).append(root / name)
+    out = CaptureSet(ignored=ignored)
+    for stem in sorted(photos, key=natural_key):
+        files = sorted(photos[stem])
+        if len(files) > 1:
+            out.problems.append(CaptureProblem(stem, f"several photos for one capture: "
+                                                     f"{', '.join(p.name for p in files)}", files[0]))
+        else:
+            out.captures.append(Capture(stem, files[0]))
+    return out
+
+
+__all__ = ["Capture", "CaptureProblem", "CaptureSet", "discover_captures", "discover_photos", "natural_key",
+           "parse_shard"]

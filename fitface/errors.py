@@ -7,6 +7,12 @@ with :attr:`InputError.exit_code` (2); :class:`NoFaceError` exits with 3. Librar
 callers catch them as ordinary exceptions (both are ``ValueError`` subclasses).
 An exception from elsewhere (numpy, safetensors, mediapipe, ...) that becomes part of such a
 message goes through :func:`one_line` first.
+:class:`SomeFailedError` (exit code 4) is raised by the CLI only, when a batch fitted some
+captures but not all (the Python API returns the failures in its result instead).
+
+Exit codes (:data:`EXIT_CODES`): 0 success; 1 an unexpected internal error; 2 bad input or
+usage; 3 no face found in an image; 4 some captures of a batch failed (the rest were fitted);
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -55,3 +61,21 @@ class NoFaceError(InputError):
     """An image in which no face was detected (exit code 3, distinct from bad input)."""
 
     exit_code = 3
+
+
+class SomeFailedError(FitfaceError):
+    """A batch fitted some of its captures, and the others failed (exit code 4, distinct from bad
+    input): every failure is listed, one line each, in the batch's ``failures.txt``."""
+
+    exit_code = 4
+
+
+#: Every exit code of the ``fitface`` command and its meaning.
+EXIT_CODES = {
+    0: "success",
+    1: "an unexpected internal error",
+    2: "bad input or usage (one line on stderr, nothing half-written)",
+    3: "no face found in an image",
+    4: "some captures of a batch failed (the others were fitted; see failures.txt)",
+    130: "interrupted",
+}

@@ -175,6 +175,7 @@ def test_load_decoder_rejects_bad_files(tmp_path):
 
 def test_fitting_never_imports_torch():
     code = ("import sys, fitface.fitting.decoder, fitface.fitting.landmark_fit, fitface.fitting.surface_refine, "
-            "fitface.fitting.similarity, fitface.fitting.adam; print('torch' in sys.modules)")
+            "fitface.fitting.similarity, fitface.fitting.adam, fitface.fitting.fit_loop, "
+            "fitface.fitting.projection_fit; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -1,4 +1,5 @@
-"""Landmark fitting engine (fitface.fitting.landmark_fit): recovery, restarts, freeze, sequences."""
+"""Landmark fitting engine (fitface.fitting.landmark_fit): recovery, restarts, freeze, sequences
+(also for the 2D projection term, fitface.fitting.projection_fit, which shares the loop)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from scipy.spatial.transform import Rotation
 
 from fitface.fitting.decoder import LinearDecoder, load_decoder, synthetic_mlp_decoder
 from fitface.fitting.landmark_fit import FitConfig, fit_landmarks
+from fitface.fitting.projection_fit import fit_landmarks_2d
 from fitface.fitting.similarity import Similarity
 
 #: Noiseless recovery bound on the landmark RMS, model unit (mm), for faces ~150 mm wide:
@@ -115,7 +117,8 @@ def test_freeze_keeps_block_exactly(mlp):
         fit_landmarks(mlp, tg, "lm", FitConfig(steps=1, freeze={"identity": np.zeros(2)}))
 
 
-def test_sequence_shares_identity_and_smooths(mlp):
+@pytest.mark.parametrize("fit", [fit_landmarks, fit_landmarks_2d], ids=["3d", "2d"])
+def test_sequence_shares_identity_and_smooths(mlp, fit):
     rng = np.random.default_rng(9)
     ident = mlp.layout.slice("identity")
     expr = mlp.layout.slice("expression")
@@ -123,14 +126,15 @@ def test_sequence_shares_identity_and_smooths(mlp):
     z[:3, ident] = z[0, ident]  # subject A, frames 0-2
     z[3:, ident] = z[3, ident]  # subject B, frames 3-5
     tg = random_similarity(6, 10).apply(mlp.points(z, mlp.landmark_rows("lm")))
+    if fit is fit_landmarks_2d:  # the 2D projection term takes the same sequence options: the views' x, y
+        tg = tg[..., :2]
     group = np.array([0, 0, 0, 1, 1, 1])
-    free = fit_landmarks(mlp, tg, "lm", FitConfig(lam=0.01, steps=300, restarts=2, shared=group))
+    free = fit(mlp, tg, "lm", FitConfig(lam=0.01, steps=300, restarts=2, shared=group))
     np.testing.assert_array_equal(free.z[1, ident], free.z[0, ident])
     np.testing.assert_array_equal(free.z[2, ident], free.z[0, ident])
     np.testing.assert_array_equal(free.z[4, ident], free.z[3, ident])
     assert np.abs(free.z[0, ident] - free.z[3, ident]).max() > 0.1
-    smooth = fit_landmarks(mlp, tg, "lm", FitConfig(lam=0.01, steps=300, restarts=2, shared=group,
-                                                     sequence_smoothness=100.0))
+    smooth = fit(mlp, tg, "lm", FitConfig(lam=0.01, steps=300, restarts=2, shared=group, sequence_smoothness=100.0))
     jump = lambda r: np.abs(np.diff(r.z[:3, expr], axis=0)).sum()  # noqa: E731
     assert jump(smooth) < 0.5 * jump(free)
 

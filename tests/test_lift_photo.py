@@ -151,7 +151,7 @@ def test_astronaut_smoke(tmp_path):
     photos.mkdir()
     write_png(photos / "astronaut.png", img)
     write_png(photos / "wall.png", np.full((120, 160, 3), 128, np.uint8))
-    assert main(["batch", str(photos), "-m", str(model), "-o", str(tmp_path / "b"), "--no-progress"]) == 0
+    assert main(["batch", str(photos), "-m", str(model), "-o", str(tmp_path / "b"), "--no-progress"]) == 4  # one failed
     import json
 
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())

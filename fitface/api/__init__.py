@@ -27,6 +27,11 @@ Convention:
       ``model_id`` (the model file's hash) and ``model`` (the built-in name or the file's
       absolute path); codes from another model are refused, and :func:`retarget` /
       :func:`interpolate` without a model load the one the codes record.
+    * Photos: a photo (jpg, png, ...) is a capture like a landmark file: ``fit("photo.jpg")``
+      and ``fit_batch("photos/")`` lift its faces with mediapipe (:mod:`fitface.api.photo_capture`)
+      and fit them through the model's ``"mediapipe"`` set in the photo frame (pixels), with the
+      same engine and options (freeze, sequences, shards); :attr:`FitResult.photo` says where
+      the face came from.
     * Errors: bad input raises :class:`fitface.errors.InputError` (one line, naming the file);
       nothing is written when a fit fails.
 """

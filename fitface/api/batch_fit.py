@@ -1,5 +1,6 @@
 """Fitting many captures in vectorised optimisations: :func:`fit_batch` (one bad capture never
-stops the batch).
+stops the batch). Captures are 3D landmark files (with or without scans) or photos; both go
+through the same preparation (:mod:`.inputs`, :mod:`.photo_capture`), engine and writers.
 """
 
 from __future__ import annotations
@@ -13,18 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from fitface.api.capture_fit import FitResult, engine_fit, engine_refine, finish_fit
+from fitface.api.capture_fit import FitResult, engine_fit, engine_refine, finish_fit, freeze_arg
 from fitface.api.inputs import (
     BATCH_CHUNK,
     DEFAULT_LAMBDA,
     DEFAULT_SMOOTHNESS,
     PathLike,
     PreparedCapture,
-    factor_code,
     load_fit_model,
     mesh_suffix,
     model_reference,
-    parse_assignments,
     prepare_capture,
 )
 from fitface.errors import InputError, one_line
@@ -49,9 +48,32 @@ class BatchResult:
 
     @property
     def ok(self) -> bool:
+        """At least one capture was fitted."""
         return bool(self.results)
 
+    @property
+    def complete(self) -> bool:
+        """Every capture was fitted (none failed)."""
+        return bool(self.results) and not self.failures
 
+
+@dataclass
+class _Run:
+    """The options every chunk of a batch is fitted and written with (internal)."""
+
+    lam: float
+    steps: int | None
+    restarts: int | None
+    seed: int
+    freeze_codes: dict[str, np.ndarray]
+    sequence: bool
+    smoothness: float
+    refine: bool
+    suffix: str | None
+    meshes: bool
+    previews: bool
+    keep_meshes: bool
+    out: Path | None
 
 
 # ------------------------------------------------------------------------------ batch
@@ -60,7 +82,7 @@ def fit_batch(
     out_dir: PathLike | None = None,
     *,
     model: Any = None,
-    lam: float = DEFAULT_LAMBDA,
+    lam: float | None = None,
     steps: int | None = None,
     restarts: int | None = None,
     landmark_set: str | None = None,
@@ -77,104 +99,206 @@ def fit_batch(
     keep_meshes: bool = False,
     progress: Callable[[int, int], None] | None = None,
     log: Callable[[str], None] | None = None,
+    depth: str | None = None,
+    all_faces: bool = False,
+    mediapipe_model: PathLike | None = None,
 ) -> BatchResult:
     """Fit many captures in vectorised optimisations; one bad capture never stops the batch.
 
     Args:
         captures: a folder (scans and landmark files paired by name, see
-            :mod:`fitface.captures`) or a list of :class:`fitface.captures.Capture`.
+            :mod:`fitface.captures`; a folder with photos and no landmark files is a folder of
+            photos) or a list of :class:`fitface.captures.Capture`, landmark files or photos.
         out_dir: if given, write ``OUT/<name>/`` per capture (``fit.<ext>`` unless
             ``meshes=False``, ``codes.json``, ``preview.png`` if ``previews``) and the summary
-            files (:func:`fitface.outputs.write_batch_summary`).
+            files (:func:`fitface.outputs.write_batch_summary`); a photo's faces with
+            ``all_faces`` go to ``OUT/<name>/face<k>/``.
         shard: ``"K/N"`` or ``(K, N)``, 1-based: fit only the K-th of N contiguous blocks of the
             naturally sorted captures (summary files get a ``-K-of-N`` suffix).
         sequence: the captures are the frames of one subject in natural name order: one shared
-            identity code, plus ``smoothness * sum_t ||z_exp(t+1) - z_exp(t)||^2``.
-        progress: called as ``progress(done, total)`` while writing results.
+            identity code, plus ``smoothness * sum_t ||z_exp(t+1) - z_exp(t)||^2`` (photos too:
+            the largest face of each).
+        progress: called as ``progress(done, total)`` while writing results (photos: per photo).
         log: called with one-line messages.
+        lam: default 1 for 3D captures, 30 for photos.
+        depth, all_faces, mediapipe_model: photos only, as :func:`fitface.api.fit`.
         Other arguments: as :func:`fit` (applied to every capture).
 
     Returns:
         :class:`BatchResult`.
 
     Raises:
-        InputError: the folder does not exist, a bad shard, a bad model or freeze file.
+        InputError: the folder does not exist, a bad shard, a bad model or freeze file, options
+            the captures cannot take (see :func:`fitface.api.fit`), ``sequence`` with ``shard`` or
+            with ``all_faces``, a list mixing photos and 3D captures.
     """
-    from fitface.captures import Capture, CaptureSet, discover_captures, parse_shard
+    from fitface.api.photo_capture import check_capture_options, check_depth, check_photo_options, mediapipe_rows
+    from fitface.captures import natural_key, parse_shard
 
     t0 = time.perf_counter()
     say = log or (lambda _msg: None)
-    if isinstance(captures, (str, os.PathLike)):
-        cset = discover_captures(captures)
-    else:
-        cset = CaptureSet(list(captures), [], 0)
+    cset, photos = _capture_set(captures)
     shard_kn = None
     if shard is not None:
         shard_kn = parse_shard(shard) if isinstance(shard, str) else parse_shard(f"{shard[0]}/{shard[1]}")
         cset = cset.shard(*shard_kn)
         if sequence:
             raise InputError("--sequence fits one subject jointly and cannot be split with --shard")
+    if photos:
+        check_photo_options(unit=unit, refine_surface=refine_surface, landmark_set=landmark_set)
+        depth = check_depth(depth)
+        if sequence and all_faces:
+            raise InputError("--sequence fits one subject (the largest face of each photo) and cannot take --all")
+    else:
+        check_capture_options(depth=depth, all_faces=all_faces, mediapipe_model=mediapipe_model)
     dec = load_fit_model(model)
-    freeze_codes = {k: factor_code(dec, k, v, f"--freeze {k}") for k, v in parse_assignments(freeze, "--freeze").items()}
-    suffix_override = None if format is None else mesh_suffix(format, None)
+    indices = mediapipe_rows(dec) if photos else None  # a model without the set fails before mediapipe runs
+    if lam is None:
+        from fitface.landmarks.photo_fit import PHOTO_LAMBDA
+
+        lam = PHOTO_LAMBDA if photos else DEFAULT_LAMBDA
+    run = _Run(lam, steps, restarts, seed, freeze_arg(dec, freeze), sequence, smoothness, refine_surface,
+               None if format is None else mesh_suffix(format, None), meshes, previews, keep_meshes,
+               None if out_dir is None else Path(out_dir))
     failures: list[tuple[str, str]] = [(p.name, p.reason) for p in cset.problems]
-    order = {c.name: i for i, c in enumerate(cset.captures)}
-
-    # read every capture; a bad file is that capture's failure
-    prepared: list[PreparedCapture] = []
-    for c in cset.captures:
-        c = c if isinstance(c, Capture) else Capture(*c)
-        try:
-            prepared.append(prepare_capture(dec, c.landmarks, c.scan, unit, landmark_set, c.name))
-        except InputError as exc:
-            failures.append((c.name, str(exc)))
-    say(f"{len(prepared)} captures to fit, {len(failures)} unusable")
-    if sequence and len({c.set_name for c in prepared}) > 1:
-        raise InputError("--sequence: the frames use different landmark sets")
-
     results: list[FitResult] = []
-    groups: dict[str, list[PreparedCapture]] = {}
-    for c in prepared:
-        groups.setdefault(c.set_name, []).append(c)
-    chunk = len(prepared) if sequence else BATCH_CHUNK
-    total, done = len(prepared), 0
-    out = None if out_dir is None else Path(out_dir)
-    for caps in groups.values():
-        for i in range(0, len(caps), max(chunk, 1)):
-            part = caps[i:i + chunk]
-            fitted = _fit_chunk(dec, part, lam, steps, restarts, seed, freeze_codes, sequence, smoothness,
-                                refine_surface, failures)
-            zs = np.stack([z for _, z, _, _ in fitted]) if fitted else np.zeros((0, dec.layout.dim))
-            verts = dec.vertices(zs) if fitted and (meshes or previews or keep_meshes) else None  # (b, V, 3)
-            for j, (cap, z, t_model, surface) in enumerate(fitted):
+    rank: dict[str, int] = {}  # result name -> its place in capture order
+
+    def prepared(caps: list[PreparedCapture]) -> list[PreparedCapture]:
+        for c in caps:
+            rank.setdefault(c.name, len(rank))
+        return caps
+
+    if photos:
+        from fitface.api.photo_capture import prepare_photo
+        from fitface.landmarks.mediapipe_mesh import FaceMeshDetector
+
+        total = len(cset.captures)
+        say(f"{total} photos to fit, {len(failures)} unusable")
+        with FaceMeshDetector(mediapipe_model) as det:
+            def lift(c) -> list[PreparedCapture]:
                 try:
-                    res = finish_fit(dec, cap, z, t_model, lam, steps, restarts, seed, surface, decode=False)
-                    if verts is not None:
-                        res.vertices = res.transform.apply(verts[j])[0]
-                    if out is not None:
-                        from fitface.outputs import write_fit_files
-
-                        suffix = suffix_override or mesh_suffix(None, cap.scan_path)
-                        pic = res.preview() if previews else None
-                        res.files = write_fit_files(out / cap.name, res.vertices, res.faces, res.codes, suffix, pic,
-                                                    write_mesh=meshes)
-                    if not keep_meshes:
-                        res.vertices = None
-                    results.append(res)
+                    if c.scan is not None:
+                        raise InputError("a photo is a capture of its own: it takes no scan", c.scan)
+                    return prepared(prepare_photo(dec, c.landmarks, indices, depth=depth, all_faces=all_faces,
+                                                  detector=det, name=c.name, keep_image=previews and not sequence))
                 except (InputError, ValueError, OSError) as exc:
-                    failures.append((cap.name, one_line(exc)))
-                done += 1
-                if progress is not None:
-                    progress(done, total)
-    from fitface.captures import natural_key
+                    failures.append((c.name, one_line(exc)))
+                    return []
 
-    results.sort(key=lambda r: order.get(r.name, 0))
+            if sequence:  # one joint fit of every photo's largest face
+                _fit_and_write(dec, [f for c in cset.captures for f in lift(c)], run, results, failures,
+                               _ticker(progress, total))
+            else:  # photo by photo (its faces jointly), as a single fit of the photo
+                for i, c in enumerate(cset.captures):
+                    _fit_and_write(dec, lift(c), run, results, failures)
+                    if progress is not None:
+                        progress(i + 1, total)
+    else:
+        # read every capture; a bad file is that capture's failure
+        caps: list[PreparedCapture] = []
+        for c in cset.captures:
+            try:
+                caps.extend(prepared([prepare_capture(dec, c.landmarks, c.scan, unit, landmark_set, c.name)]))
+            except InputError as exc:
+                failures.append((c.name, str(exc)))
+        say(f"{len(caps)} captures to fit, {len(failures)} unusable")
+        if sequence and len({c.set_name for c in caps}) > 1:
+            raise InputError("--sequence: the frames use different landmark sets")
+        groups: dict[str, list[PreparedCapture]] = {}
+        for c in caps:
+            groups.setdefault(c.set_name, []).append(c)
+        chunk = max(len(caps) if sequence else BATCH_CHUNK, 1)
+        tick = _ticker(progress, len(caps))
+        for group in groups.values():
+            for i in range(0, len(group), chunk):
+                _fit_and_write(dec, group[i:i + chunk], run, results, failures, tick)
+    results.sort(key=lambda r: rank.get(r.name, 0))
     failures.sort(key=lambda f: natural_key(f[0]))
     batch = BatchResult(results, failures, {}, 0.0)
     batch.seconds = time.perf_counter() - t0
-    if out is not None:
-        batch.files = write_summary(out, batch, dec.model_id, cset.ignored, shard_kn, sequence, model_reference(dec))
+    if run.out is not None:
+        batch.files = write_summary(run.out, batch, dec.model_id, cset.ignored, shard_kn, sequence,
+                                    model_reference(dec))
     return batch
+
+
+def _capture_set(captures: PathLike | Sequence[Any]):
+    """``(CaptureSet, photos: bool)`` of a folder or a list (a folder with photos and no landmark
+    captures is a photo folder)."""
+    from fitface.api.photo_capture import is_photo_file
+    from fitface.captures import Capture, CaptureSet, discover_captures, discover_photos
+
+    if isinstance(captures, (str, os.PathLike)):
+        cset = discover_captures(captures)
+        if not cset.captures:
+            pics = discover_photos(captures)
+            if pics.captures or pics.problems:
+                return pics, True
+        return cset, False
+    items = []
+    for c in captures:
+        if isinstance(c, Capture):
+            items.append(c)
+        elif isinstance(c, (str, os.PathLike)):
+            items.append(Capture(Path(c).stem, Path(c)))
+        else:
+            items.append(Capture(*c))
+    kinds = {is_photo_file(c.landmarks) for c in items}
+    if len(kinds) > 1:
+        raise InputError("a batch takes photos or 3D landmark captures, not both")
+    return CaptureSet(items, [], 0), kinds == {True}
+
+
+def _ticker(progress: Callable[[int, int], None] | None, total: int) -> Callable[[], None]:
+    """A callback counting done items and calling ``progress(done, total)``."""
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    return tick
+
+
+def _out_folder(out: Path, cap: PreparedCapture) -> Path:
+    """``OUT/<name>`` (a photo's face with all_faces: ``OUT/<photo>/face<k>``)."""
+    return out / cap.photo.stem / cap.photo.subdir if cap.photo is not None else out / cap.name
+
+
+def _fit_and_write(dec, caps: list[PreparedCapture], run: _Run, results: list[FitResult],
+                   failures: list[tuple[str, str]], tick: Callable[[], None] | None = None) -> None:
+    """Fit captures jointly (:func:`_fit_chunk`), then finish, write and collect each; ``tick``
+    after every fitted capture."""
+    if not caps:
+        return
+    fitted = _fit_chunk(dec, caps, run.lam, run.steps, run.restarts, run.seed, run.freeze_codes, run.sequence,
+                        run.smoothness, run.refine, failures)
+    zs = np.stack([z for _, z, _, _ in fitted]) if fitted else np.zeros((0, dec.layout.dim))
+    verts = dec.vertices(zs) if fitted and (run.meshes or run.previews or run.keep_meshes) else None  # (b, V, 3)
+    for j, (cap, z, t_model, surface) in enumerate(fitted):
+        try:
+            res = finish_fit(dec, cap, z, t_model, run.lam, run.steps, run.restarts, run.seed, surface, decode=False)
+            if verts is not None:
+                res.vertices = res.transform.apply(verts[j])[0]
+            if run.out is not None:
+                from fitface.outputs import write_fit_files
+
+                suffix = run.suffix or mesh_suffix(None, cap.scan_path)
+                pic = res.preview() if run.previews else None
+                res.files = write_fit_files(_out_folder(run.out, cap), res.vertices, res.faces, res.codes, suffix, pic,
+                                            write_mesh=run.meshes)
+            if not run.keep_meshes:
+                res.vertices = None
+            if res.photo is not None:
+                res.photo.image = None  # a batch keeps no photos (PhotoFace.load_image reads it again)
+            results.append(res)
+        except (InputError, ValueError, OSError) as exc:
+            failures.append((cap.name, one_line(exc)))
+        if tick is not None:
+            tick()
 
 
 def _fit_chunk(dec, caps, lam, steps, restarts, seed, freeze_codes, sequence, smoothness, refine, failures):

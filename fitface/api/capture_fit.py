@@ -43,6 +43,10 @@ class FitResult:
             (unit conversion included).
         files: name -> path of every file written (empty when nothing was written).
         seconds: wall time of the fit.
+        photo: for a face of a photo, where it came from
+            (:class:`fitface.api.photo_capture.PhotoFace`: the photo, face index, bounding box,
+            image size, depth mode); None for a 3D capture. A photo fit is in the photo frame
+            (pixels: ``unit`` is None, ``landmark_rms`` in pixels).
     """
 
     name: str
@@ -54,6 +58,7 @@ class FitResult:
     transform: Any
     files: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
+    photo: Any = None
 
     @property
     def landmark_rms(self) -> float:
@@ -82,7 +87,12 @@ class FitResult:
         return to_json(doc, "summary")
 
     def preview(self, size: int = 384) -> np.ndarray:
-        """(size, size, 3) uint8 RGB picture of the fit (see :func:`fitface.preview.fit_preview`)."""
+        """(size, size, 3) uint8 RGB picture of the fit (see :func:`fitface.preview.fit_preview`); for
+        a photo, the fit rendered over the photo (its size)."""
+        if self.photo is not None:
+            from fitface.landmarks.lift_photo import fit_overlay
+
+            return fit_overlay(self.photo.load_image(), self.vertices, self.faces)
         from fitface.preview import fit_preview
 
         return fit_preview(self.vertices, self.faces, self.targets, self.fitted_landmarks,
@@ -94,7 +104,8 @@ class FitResult:
 # ------------------------------------------------------------------------------ engine
 def engine_fit(dec, caps: list[PreparedCapture], lam, steps, restarts, seed, freeze_codes, sequence, smoothness,
                 progress=None):
-    """Run the landmark fit (and nothing else) for captures of one landmark set.
+    """Run the landmark fit (and nothing else) for captures of one landmark set (3D captures, or
+    faces of photos: their ``depth`` chooses the data term).
 
     Returns (z (B, D), T (B) Similarity model -> model-unit capture frame)."""
     from fitface.fitting.landmark_fit import FitConfig, fit_landmarks
@@ -110,7 +121,12 @@ def engine_fit(dec, caps: list[PreparedCapture], lam, steps, restarts, seed, fre
             kw["shared"] = np.zeros(len(caps), dtype=np.int64)
     cfg = FitConfig(**kw)
     targets = np.stack([c.targets * c.to_model for c in caps])  # (B, L, 3) model unit, capture frame
-    res = fit_landmarks(dec, targets, caps[0].set_name, cfg, progress=progress)
+    if caps[0].photo is not None:  # 2D landmarks under a camera, or 3D under weak perspective
+        from fitface.landmarks.photo_fit import fit_photo_points
+
+        res = fit_photo_points(dec, targets, caps[0].set_name, cfg, caps[0].photo.depth, progress=progress)
+    else:
+        res = fit_landmarks(dec, targets, caps[0].set_name, cfg, progress=progress)
     return np.asarray(res.z, dtype=np.float64), res.transform
 
 
@@ -185,10 +201,16 @@ def fit_result(dec, name: str, set_name: str, z: np.ndarray, to_capture, targets
 
 def finish_fit(dec, cap: PreparedCapture, z: np.ndarray, t_model, lam, steps, restarts, seed, surface=None,
                decode: bool = True) -> FitResult:
-    """:func:`fit_result` for a 3D capture: converts the engine's model-unit transform to the
-    capture's unit and records the fit's options and sources."""
+    """:func:`fit_result` for a capture: converts the engine's model-unit transform to the
+    capture's unit and records the fit's options and sources (a photo's face: in pixels, with the
+    photo's fields)."""
     from fitface.fitting.similarity import Similarity
 
+    if cap.photo is not None:
+        res = fit_result(dec, cap.name, cap.set_name, z, t_model, cap.targets, None,
+                         cap.photo.codes_extra(lam, steps, restarts, seed), decode, planar=cap.photo.depth == "2d")
+        res.photo = cap.photo
+        return res
     to_cap = Similarity.from_scale(1.0 / cap.to_model).compose(t_model)  # model -> capture unit/frame
     extra: dict[str, Any] = {"lambda": float(lam)}
     if surface:
@@ -207,12 +229,28 @@ def finish_fit(dec, cap: PreparedCapture, z: np.ndarray, t_model, lam, steps, re
 
 
 # ------------------------------------------------------------------------------ fit
+def photo_input(landmarks: Any, scan: Any) -> Any:
+    """The photo when the capture is one (``landmarks`` or, without landmarks, ``scan`` a photo
+    file), else None; refuses a photo together with a landmark file or a scan."""
+    from fitface.api.photo_capture import is_photo_file
+
+    if is_photo_file(landmarks):
+        if scan is not None:
+            raise InputError("a photo is a capture of its own: pass it without a scan", landmarks)
+        return landmarks
+    if is_photo_file(scan):
+        if landmarks is not None:
+            raise InputError("a photo's landmarks come from mediapipe: pass it without --landmarks", scan)
+        return scan
+    return None
+
+
 def fit(
-    landmarks: Any,
+    landmarks: Any = None,
     scan: Any = None,
     *,
     model: Any = None,
-    lam: float = DEFAULT_LAMBDA,
+    lam: float | None = None,
     steps: int | None = None,
     restarts: int | None = None,
     landmark_set: str | None = None,
@@ -224,17 +262,26 @@ def fit(
     format: str | None = None,
     preview: bool = True,
     name: str | None = None,
-) -> FitResult:
-    """Fit the model to one capture's 3D landmarks (and optionally refine against its scan).
+    depth: str | None = None,
+    all_faces: bool = False,
+    mediapipe_model: PathLike | None = None,
+) -> FitResult | list[FitResult]:
+    """Fit the model to one capture: 3D landmarks (optionally refined against its scan), or a photo.
 
     Args:
         landmarks: a landmark file (any format :mod:`fitface.io.landmarks` reads) or an
-            (L, 3) float array, in the capture's frame and unit, ordered as the landmark set.
+            (L, 3) float array, in the capture's frame and unit, ordered as the landmark set;
+            or a photo (jpg, png, ... :data:`fitface.landmarks.lift_photo.PHOTO_SUFFIXES`),
+            whose faces are lifted with mediapipe and fitted through the model's
+            ``"mediapipe"`` set, in the photo frame (pixels).
         scan: optional scan (mesh file path or :class:`fitface.io.mesh.Mesh`); needed for
-            ``refine_surface``; also sets the output mesh format.
+            ``refine_surface``; also sets the output mesh format. A photo here, without
+            ``landmarks``, is the same as a photo as ``landmarks``.
         model: a built-in model name (``"procedural"``, ``"ict"``, ``"ict-linear"``), a model
             file, None for the default built-in model, or a loaded decoder.
-        lam: ``lambda`` of eq. 13 (weight of ``||z||^2``).
+        lam: ``lambda`` of eq. 13 (weight of ``||z||^2``); default
+            :data:`~fitface.api.inputs.DEFAULT_LAMBDA` (1), for photos
+            :data:`~fitface.landmarks.photo_fit.PHOTO_LAMBDA` (30).
         steps, restarts: optimiser steps and random restarts (None = engine defaults); the
             best of the restarts is kept.
         landmark_set: name of the model's landmark set (default: the one matching L).
@@ -245,38 +292,78 @@ def fit(
         refine_surface: refine against the scan with a robust point-to-surface term.
         freeze: ``{factor: codes.json | Codes | (d,) array}`` blocks kept fixed (e.g. a known
             identity); codes files must come from the same model.
-        out_dir: if given, write ``fit.<ext>``, ``codes.json`` and ``preview.png`` there.
+        out_dir: if given, write ``fit.<ext>``, ``codes.json`` and ``preview.png`` there
+            (a photo with ``all_faces``: ``out_dir/face<k>/``).
         format: mesh suffix (``ply``, ``obj``, ``off``, ``stl``); default: the scan's, else ply.
-        preview: also write the preview picture.
-        name: capture name (default: the landmark file's stem).
+        preview: also write the preview picture (for a photo: the fit over the photo).
+        name: capture name (default: the landmark file's or the photo's stem).
+        depth: photos only: ``"2d"`` (default; mediapipe's x, y under a scaled orthographic
+            camera) or ``"3d"`` (also its relative depth, under weak perspective).
+        all_faces: photos only: fit every face (largest first) and return a list of results.
+        mediapipe_model: photos only: a ``face_landmarker.task`` file for newer mediapipe releases.
 
     Returns:
-        :class:`FitResult` (capture frame and unit).
+        :class:`FitResult` (capture frame and unit; a photo's: pixels, with ``photo`` set), or
+        a list of them (one per face) for a photo with ``all_faces``.
 
     Raises:
-        InputError: any bad input (nothing is written).
+        InputError: any bad input (nothing is written), including options a photo cannot take
+            (a scan, ``unit``, ``refine_surface``, a set other than ``"mediapipe"``) and photo
+            options for 3D landmarks. NoFaceError: no face in the photo (exit code 3).
     """
+    from fitface.api.photo_capture import check_capture_options, check_depth, check_photo_options
+
     t0 = time.perf_counter()
+    photo = photo_input(landmarks, scan)
+    if photo is None:
+        check_capture_options(depth=depth, all_faces=all_faces, mediapipe_model=mediapipe_model)
+        if landmarks is None:
+            raise InputError("--landmarks is required (a photo needs none; for a raw scan run `fitface lift SCAN` "
+                             "first)")
+    else:
+        check_photo_options(unit=unit, refine_surface=refine_surface, landmark_set=landmark_set)
+        depth = check_depth(depth)
     dec = load_fit_model(model)
-    if refine_surface and scan is None:
-        raise InputError("--refine-surface needs a scan (SCAN argument)")
-    cap = prepare_capture(dec, landmarks, scan, unit, landmark_set, name)
-    suffix = mesh_suffix(format, cap.scan_path)
-    freeze_codes = {k: factor_code(dec, k, v, f"--freeze {k}") for k, v in parse_assignments(freeze, "--freeze").items()}
+    if photo is not None:
+        from fitface.api.photo_capture import mediapipe_rows, prepare_photo
+        from fitface.landmarks.photo_fit import PHOTO_LAMBDA
+
+        suffix = mesh_suffix(format, None)
+        indices = mediapipe_rows(dec)  # a model without the set fails before mediapipe runs
+        freeze_codes = freeze_arg(dec, freeze)
+        caps = prepare_photo(dec, photo, indices, depth=depth, all_faces=all_faces, mediapipe_model=mediapipe_model,
+                             name=name)
+        lam = PHOTO_LAMBDA if lam is None else lam
+    else:
+        if refine_surface and scan is None:
+            raise InputError("--refine-surface needs a scan (SCAN argument)")
+        caps = [prepare_capture(dec, landmarks, scan, unit, landmark_set, name)]
+        suffix = mesh_suffix(format, caps[0].scan_path)
+        freeze_codes = freeze_arg(dec, freeze)
+        lam = DEFAULT_LAMBDA if lam is None else lam
     try:
-        z, t_model = engine_fit(dec, [cap], lam, steps, restarts, seed, freeze_codes, False, 0.0)
+        z, t_model = engine_fit(dec, caps, lam, steps, restarts, seed, freeze_codes, False, 0.0)
         surface = None
         if refine_surface:
-            z, t_model, surface = engine_refine(dec, cap, z, t_model, lam, seed)
+            z, t_model, surface = engine_refine(dec, caps[0], z, t_model, lam, seed)
     except InputError:
         raise
     except (ValueError, KeyError, FloatingPointError, np.linalg.LinAlgError) as exc:
-        raise fit_error(exc, cap.landmarks_path) from None
-    res = finish_fit(dec, cap, z, t_model, lam, steps, restarts, seed, surface)
+        raise fit_error(exc, caps[0].source) from None
+    results = [finish_fit(dec, c, z[k], t_model[k], lam, steps, restarts, seed, surface) for k, c in enumerate(caps)]
     if out_dir is not None:
         from fitface.outputs import write_fit_files
 
-        pic = res.preview() if preview else None  # computed before anything is written
-        res.files = write_fit_files(out_dir, res.vertices, res.faces, res.codes, suffix, pic)
-    res.seconds = time.perf_counter() - t0
-    return res
+        pics = [r.preview() if preview else None for r in results]  # computed before anything is written
+        for r, c, pic in zip(results, caps, pics):
+            where = Path(out_dir) / (c.photo.subdir if c.photo is not None else "")
+            r.files = write_fit_files(where, r.vertices, r.faces, r.codes, suffix, pic)
+    seconds = time.perf_counter() - t0
+    for r in results:
+        r.seconds = seconds
+    return results if photo is not None and all_faces else results[0]
+
+
+def freeze_arg(dec, freeze: Mapping[str, Any] | Sequence[str] | None) -> dict[str, np.ndarray]:
+    """``--freeze`` as ``{factor: (d,) code}`` (checked against the model)."""
+    return {k: factor_code(dec, k, v, f"--freeze {k}") for k, v in parse_assignments(freeze, "--freeze").items()}

@@ -148,8 +148,8 @@ class PreparedCapture:
 
     name: str
     targets: np.ndarray  # (L, 3) float64, capture frame and unit
-    unit: str  # capture unit
-    unit_source: str  # "argument" | "file" | "inferred" | "assumed" (see infer_capture_unit)
+    unit: str | None  # capture unit (None: a photo, in pixels)
+    unit_source: str  # "argument" | "file" | "inferred" | "assumed" (see infer_capture_unit) | "pixels"
     to_model: float  # capture unit -> model unit factor
     set_name: str
     landmarks_path: Path | None = None
@@ -157,6 +157,12 @@ class PreparedCapture:
     scan: Any = None  # fitface.io.mesh.Mesh or None
     size_scale: float | None = None  # capture size / model mean-face size (capture numbers per model unit)
     unit_warning: str | None = None  # the unit could not be inferred: warned once the fit succeeds
+    photo: Any = None  # fitface.api.photo_capture.PhotoFace for a face of a photo, else None
+
+    @property
+    def source(self) -> Path | None:
+        """The file the capture's landmarks came from (the landmark file or the photo), for messages."""
+        return self.photo.path if self.photo is not None else self.landmarks_path
 
 
 def read_targets(landmarks: Any) -> tuple[np.ndarray, str | None, Path | None]:

@@ -3,8 +3,9 @@
 Commands load lazily (``import fitface.cli`` imports neither torch nor trimesh), so
 ``fitface --help`` and a landmark-only ``fitface fit`` start fast.
 
-Exit codes: 0 success; 2 bad input or usage (one line on stderr, no traceback);
-3 no face found in an image; 1 an unexpected internal error; 130 interrupted.
+Exit codes (:data:`fitface.errors.EXIT_CODES`): 0 success; 2 bad input or usage (one line on
+stderr, no traceback); 3 no face found in an image; 4 some captures of a batch failed (the
+others were fitted); 1 an unexpected internal error; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ def cli():
     `fitface models` lists the built-in models (--model NAME).
 
     Run `fitface COMMAND --help` for each command's options.
+    Exit codes: 0 success, 2 bad input, 3 no face in an image, 4 some
+    captures of a batch failed, 1 internal error.
     """
 
 

@@ -31,17 +31,21 @@ def batch(capture_dir, out_dir, model, lam, steps, restarts, landmark_set, unit,
     \b
     Scans and landmark files are paired by name (A.ply + A.txt); a landmark file alone is
     a landmark-only capture. A bad capture (unreadable file, wrong landmark count, scan
-    without landmarks, ...) is listed in failures.txt and summary.json with its reason and
-    never stops the batch. Exit code 0 when at least one capture was fitted, 2 when none.
+    without landmarks, ...) never stops the batch: it is listed with its reason, one line
+    each, in failures.txt and summary.json (and on stderr, the first 10).
     A folder of photos and no landmark files is fitted photo by photo with mediapipe
-    (a photo without a face is a failure with its reason).
+    (a photo without a face is a failure with its reason); --sequence and --shard work
+    for photos too.
+    \b
+    Exit codes:
+      0  every capture was fitted
+      4  some captures failed, the others were fitted (see failures.txt)
+      2  no capture was fitted, or bad input or options (nothing is fitted)
     """
     import sys
 
-    from fitface.api import DEFAULT_LAMBDA, fit_batch
-    from fitface.captures import discover_captures
-    from fitface.errors import InputError
-    from fitface.landmarks.photo_fit import PHOTO_LAMBDA, fit_photo_folder, photo_files
+    from fitface.api import fit_batch
+    from fitface.errors import InputError, SomeFailedError
 
     bar = None
     progress = None
@@ -57,19 +61,12 @@ def batch(capture_dir, out_dir, model, lam, steps, restarts, landmark_set, unit,
     def log(msg):
         click.echo(msg, err=True)
 
-    photos = photo_files(capture_dir)
     try:
-        if photos and not discover_captures(capture_dir).captures:
-            res = fit_photo_folder(photos, out_dir, model=model, depth=depth, all_faces=all_faces,
-                                   mediapipe_model=mediapipe_model, lam=PHOTO_LAMBDA if lam is None else lam,
-                                   steps=steps, restarts=restarts, seed=seed, format=fmt, previews=previews,
-                                   progress=progress)
-        else:
-            res = fit_batch(capture_dir, out_dir, model=model, lam=DEFAULT_LAMBDA if lam is None else lam, steps=steps,
-                            restarts=restarts,
-                            landmark_set=landmark_set, unit=unit, seed=seed, refine_surface=refine_surface,
-                            freeze=list(freeze), shard=shard, sequence=sequence, smoothness=smoothness, format=fmt,
-                            previews=previews, meshes=not no_meshes, progress=progress, log=log)
+        res = fit_batch(capture_dir, out_dir, model=model, lam=lam, steps=steps, restarts=restarts,
+                        landmark_set=landmark_set, unit=unit, seed=seed, refine_surface=refine_surface,
+                        freeze=list(freeze), shard=shard, sequence=sequence, smoothness=smoothness, format=fmt,
+                        previews=previews, meshes=not no_meshes, progress=progress, log=log, depth=depth,
+                        all_faces=all_faces, mediapipe_model=mediapipe_model)
     finally:
         if bar is not None:
             bar.close()
@@ -83,3 +80,6 @@ def batch(capture_dir, out_dir, model, lam, steps, restarts, landmark_set, unit,
                f"{res.files['csv']}", err=True)
     if not res.results:
         raise InputError(f"no capture was fitted ({len(res.failures)} failed; see {res.files['failures']})")
+    if res.failures:
+        raise SomeFailedError(f"{len(res.failures)} of {len(res.results) + len(res.failures)} captures failed "
+                              f"(see {res.files['failures']})")

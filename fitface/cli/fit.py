@@ -41,9 +41,9 @@ def fit_options(f):
                      help="Mesh format of the result (default: the scan's, else ply)."),
         click.option("--all", "all_faces", is_flag=True,
                      help="Photos: one result per detected face (default: the largest face only)."),
-        click.option("--depth", type=click.Choice(["2d", "3d"]), default="2d", show_default=True,
-                     help="Photos: fit mediapipe's x, y through an orthographic projection (2d), or also its "
-                          "relative depth under weak perspective (3d; depth is less reliable)."),
+        click.option("--depth", type=click.Choice(["2d", "3d"]), default=None,
+                     help="Photos: fit mediapipe's x, y through an orthographic projection (2d, the default), or "
+                          "also its relative depth under weak perspective (3d; depth is less reliable)."),
         click.option("--mediapipe-model", type=click.Path(dir_okay=False, path_type=str), default=None,
                      help="Photos: mediapipe FaceLandmarker .task file, for releases without the bundled model."),
     ]
@@ -56,7 +56,7 @@ def fit_options(f):
 @click.argument("scan", required=False, type=click.Path(path_type=str))
 @click.option("-l", "--landmarks", default=None, type=click.Path(path_type=str),
               help="3D landmark file (txt, xyz, lm, csv, json, npy, pts, pp), in the landmark set's order. "
-                   "Not needed when SCAN is a photo (mediapipe finds the points).")
+                   "Not taken with a photo as SCAN (mediapipe finds its points).")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str),
               help="Output folder (created).")
 @fit_options
@@ -79,40 +79,34 @@ def fit(scan, landmarks, out_dir, model, lam, steps, restarts, landmark_set, uni
       preview.png  shaded fit with targets and residuals coloured
     A photo (jpg, png, ...) as SCAN is lifted with mediapipe's face mesh and fitted
     through the model's "mediapipe" landmark set (results in the photo's pixel frame;
-    no face: exit code 3).
-    Bad input gives a one-line error, exit code 2, and writes nothing.
+    with --all, OUT_DIR/face<k>/ per face). --freeze works for photos too; --landmarks,
+    --unit and --refine-surface do not apply to a photo, and --depth, --all and
+    --mediapipe-model only to photos: they are refused (exit code 2).
+    Exit codes: 0 fitted; 2 bad input (a one-line error; nothing is written);
+    3 no face in the photo.
     """
     import json
     import sys
 
-    from fitface.errors import InputError
-    from fitface.landmarks.lift_photo import is_photo
-
-    if scan is not None and is_photo(scan):
-        from fitface.landmarks.photo_fit import PHOTO_LAMBDA, fit_photo
-
-        results = fit_photo(scan, out_dir, model=model, depth=depth, all_faces=all_faces,
-                            mediapipe_model=mediapipe_model, lam=PHOTO_LAMBDA if lam is None else lam, steps=steps,
-                            restarts=restarts, seed=seed, format=fmt, preview=not no_preview)
-        if as_json:
-            sys.stdout.write(json.dumps([r.summary() for r in results] if all_faces else results[0].summary()) + "\n")
-            return
-        for r in results:
-            click.echo(f"{r.name}: landmark RMS {r.landmark_rms:.4g} px, scale {r.codes.transform['scale']:.4g} "
-                       f"px/{r.codes.extra.get('model_unit')}; wrote {', '.join(str(p) for p in r.files.values())}")
-        return
-    if landmarks is None:
-        raise InputError("--landmarks is required (a photo needs none; for a raw scan run `fitface lift SCAN` first)")
-    from fitface.api import DEFAULT_LAMBDA
     from fitface.api import fit as run_fit
 
-    res = run_fit(landmarks, scan, model=model, lam=DEFAULT_LAMBDA if lam is None else lam, steps=steps,
-                  restarts=restarts, landmark_set=landmark_set, unit=unit, seed=seed, refine_surface=refine_surface,
-                  freeze=list(freeze), out_dir=out_dir, format=fmt, preview=not no_preview)
+    res = run_fit(landmarks, scan, model=model, lam=lam, steps=steps, restarts=restarts, landmark_set=landmark_set,
+                  unit=unit, seed=seed, refine_surface=refine_surface, freeze=list(freeze), out_dir=out_dir,
+                  format=fmt, preview=not no_preview, depth=depth, all_faces=all_faces,
+                  mediapipe_model=mediapipe_model)
+    results = res if isinstance(res, list) else [res]
     if as_json:
-        sys.stdout.write(json.dumps(res.summary()) + "\n")
+        sys.stdout.write(json.dumps([r.summary() for r in results] if isinstance(res, list) else res.summary()) + "\n")
         return
-    surf = res.codes.extra.get("surface")
-    extra = f", surface median {surf['median']:.4g} {res.unit}" if surf and "median" in surf else ""
-    click.echo(f"{res.name}: landmark RMS {res.landmark_rms:.4g} {res.unit}{extra}, scale "
-               f"{res.codes.transform['scale']:.4g}; wrote {', '.join(str(p) for p in res.files.values())}")
+    for r in results:
+        click.echo(f"{describe_fit(r)}; wrote {', '.join(str(p) for p in r.files.values())}")
+
+
+def describe_fit(r) -> str:
+    """``NAME: landmark RMS ... UNIT[, surface median ...], scale ...`` of one fit (a photo's in px)."""
+    if r.photo is not None:
+        return (f"{r.name}: landmark RMS {r.landmark_rms:.4g} px, scale {r.codes.transform['scale']:.4g} "
+                f"px/{r.codes.extra.get('model_unit')}")
+    surf = r.codes.extra.get("surface")
+    extra = f", surface median {surf['median']:.4g} {r.unit}" if surf and "median" in surf else ""
+    return f"{r.name}: landmark RMS {r.landmark_rms:.4g} {r.unit}{extra}, scale {r.codes.transform['scale']:.4g}"

@@ -7,7 +7,10 @@ For each capture ``b`` with landmark targets ``v_i`` (capture frame and unit) th
 where ``v~_i(z)`` are the model's landmark points for code ``z`` and ``T`` is a similarity
 transform (model -> capture). ``z`` is optimised by Adam; ``T`` is re-estimated in closed form
 (Umeyama, :func:`fitface.fitting.similarity.umeyama`) every ``refine_every`` steps, which
-minimises the same objective over ``T`` exactly (block-coordinate descent).
+minimises the same objective over ``T`` exactly (block-coordinate descent). The data term is
+:class:`LandmarkTerm`; the optimisation (restarts, freeze, sequences, history, the best restart)
+is the loop every fit shares, :func:`fitface.fitting.fit_loop.run_fit_loop`, configured by
+:class:`FitConfig`.
 
 Convention:
     * The objective lives in the MODEL frame and MODEL unit (mm for the default model): the
@@ -40,7 +43,7 @@ import numpy as np
 from fitface.checks import check_shape
 from fitface.landmark_set import LandmarkSet
 
-from .adam import Adam, cosine_lr
+from .fit_loop import DataTerm, LoopResult, initial_codes, run_fit_loop
 from .similarity import Similarity, umeyama
 
 #: Default number of Adam steps (fits of the synthetic and random-MLP tests converge in ~300).
@@ -61,7 +64,7 @@ BETAS = (0.9, 0.9)
 
 @dataclass
 class FitConfig:
-    """Options of :func:`fit_landmarks`.
+    """Options of :func:`fit_landmarks` and of every fit that runs :func:`run_fit_loop`.
 
     Attributes:
         lam: eq. 13 weight of ``||z||^2`` against squared residuals in the model unit (see module doc).
@@ -155,24 +158,6 @@ class LandmarkFitResult:
     steps: int
 
 
-def _freeze_arrays(decoder, freeze: dict[str, Any], nb: int) -> tuple[np.ndarray, np.ndarray]:
-    """(D,) bool mask of frozen dims and (B, D) values (0 where not frozen)."""
-    layout = decoder.layout
-    mask = np.zeros(layout.dim, dtype=bool)
-    values = np.zeros((nb, layout.dim))
-    for name, code in (freeze or {}).items():
-        sl = layout.slice(name)  # KeyError lists the blocks
-        code = np.asarray(code, dtype=np.float64)
-        d = sl.stop - sl.start
-        if code.shape not in ((d,), (nb, d)):
-            raise ValueError(f"freeze[{name!r}]: expected shape ({d},) or ({nb}, {d}), got {code.shape}")
-        if not np.isfinite(code).all():
-            raise ValueError(f"freeze[{name!r}]: NaN or inf in the code")
-        mask[sl] = True
-        values[:, sl] = code
-    return mask, values
-
-
 def usable_landmarks(finite: np.ndarray, valid: np.ndarray | None, minimum: int, need: str):
     """Which landmarks a fit may use, and how many per capture.
 
@@ -200,42 +185,87 @@ def usable_landmarks(finite: np.ndarray, valid: np.ndarray | None, minimum: int,
     return ok, counts
 
 
-def initial_codes(decoder, cfg: FitConfig, nb: int, init_z: np.ndarray | None = None):
-    """Initial codes of every capture and restart, with the frozen blocks in place.
+class LandmarkTerm(DataTerm):
+    """3D landmarks under a similarity (eq. 13), a data term of :func:`run_fit_loop`.
 
-    Restart codes are ``z ~ N(0, init_scale^2 I)`` from ``cfg.seed`` (restart 0 is zero with
-    ``init="zero"``, or ``init_z`` when given), then the ``cfg.freeze`` blocks overwrite them.
-
-    Returns:
-        ``(z0 (B, K, D) float64, frozen (D,) bool, frozen_values (B, D) float64)``.
+    ``sum_i w_i || v~_i(z) - T^-1(v_i) ||^2`` per row, model frame and unit; ``T`` (model ->
+    capture) is estimated by Umeyama from the mean face at the start and every
+    ``cfg.refine_every`` steps from the points of the last evaluation (variable projection), or
+    fixed (``cfg.estimate_similarity=False``). Arguments: as :func:`fit_landmarks`.
     """
-    dim = decoder.latent_dim
-    rng = np.random.default_rng(cfg.seed)
-    z0 = rng.standard_normal((nb, cfg.restarts, dim)) * cfg.init_scale
-    if cfg.init == "zero":
-        z0[:, 0] = 0.0
-    if init_z is not None:
-        init_z = np.asarray(init_z, dtype=np.float64)
-        check_shape("init_z", init_z, (nb, dim))
-        z0[:, 0] = init_z
-    frozen, frozen_values = _freeze_arrays(decoder, cfg.freeze, nb)
-    z0[:, :, frozen] = frozen_values[:, None, frozen]
-    return z0, frozen, frozen_values
+
+    def __init__(self, decoder, targets, landmark_set, cfg: FitConfig, valid=None, unit_scale: float = 1.0,
+                 transform: Similarity | None = None):
+        if not (np.isfinite(unit_scale) and unit_scale > 0):
+            raise ValueError(f"unit_scale: must be > 0, got {unit_scale}")
+        self.decoder, self.cfg, self.unit_scale, self.fixed = decoder, cfg, float(unit_scale), transform
+        self.rows = decoder.landmark_rows(landmark_set)
+        tg = np.asarray(targets, dtype=np.float64)
+        if tg.ndim == 2:
+            tg = tg[None]
+        check_shape("targets", tg, (None, self.rows.num_points, 3))
+        self.targets = tg  # (B, L, 3) capture frame and unit
+        self.num_captures = tg.shape[0]
+        self.ok, self.counts = usable_landmarks(np.isfinite(tg).all(axis=2), valid, 3, "at least 3 are needed")
+        self.tg_m = np.where(self.ok[..., None], tg / unit_scale, 0.0)  # (B, L, 3) capture frame, model unit
+
+    def start(self, mean_codes, restarts):
+        dec, cfg, nb, dt = self.decoder, self.cfg, self.num_captures, self.decoder.dtype
+        self.wgt = np.repeat(self.ok, restarts, axis=0).astype(np.float64)  # (N, L)
+        self.tg_rep = np.repeat(self.tg_m, restarts, axis=0)  # (N, L, 3)
+        if cfg.estimate_similarity:  # from the mean model landmarks (z = 0, frozen blocks applied)
+            p0 = dec.points(mean_codes.astype(dt), self.rows).astype(np.float64)  # (B, L, 3) model frame
+            t_inv = _estimate(self.tg_m, p0, self.ok, cfg.with_scale, "capture").repeat(restarts)
+        else:
+            fixed = Similarity.from_scale(self.unit_scale, nb) if self.fixed is None else self.fixed
+            if len(fixed) == 1:
+                fixed = fixed.repeat(nb)
+            if len(fixed) != nb:
+                raise ValueError(f"transform: expected a batch of 1 or {nb}, got {len(fixed)}")
+            # the targets were divided by unit_scale: undo that in the fixed transform
+            t_inv = Similarity.from_scale(self.unit_scale, nb).inverse().compose(fixed).inverse().repeat(restarts)
+        self.t_inv = t_inv  # capture -> model, (N)
+        self.target = t_inv.apply(self.tg_rep).astype(dt)  # (N, L, 3) targets in the model frame
+        self.wmask = self.wgt.astype(dt)[..., None]  # (N, L, 1)
+
+    def evaluate(self, z, step, want_value):
+        pts, vjp = self.decoder.linearize_points(z, self.rows)  # (N, L, 3)
+        r = pts - self.target
+        r *= self.wmask
+        self.pts = pts
+        return (np.einsum("nlc,nlc->n", r, r) if want_value else None), vjp(2.0 * r)
+
+    def after_step(self, step):
+        cfg = self.cfg
+        if cfg.estimate_similarity and (step + 1) % cfg.refine_every == 0:
+            self.t_inv = _estimate(self.tg_rep, self.pts.astype(np.float64), self.wgt, cfg.with_scale, "row",
+                                   check=False)
+            self.target = self.t_inv.apply(self.tg_rep).astype(self.decoder.dtype)
+
+    def finish(self, z):
+        self.pts = pts = self.decoder.points(z, self.rows).astype(np.float64)
+        if self.cfg.estimate_similarity:
+            self.t_inv = _estimate(self.tg_rep, pts, self.wgt > 0, self.cfg.with_scale, "row")
+        r = (pts - self.t_inv.apply(self.tg_rep)) * self.wgt[..., None]
+        return np.einsum("nlc,nlc->n", r, r)
+
+    def fitted(self, sel: np.ndarray) -> dict[str, Any]:
+        """The chosen rows ``sel (B,)`` in the capture's frame and unit (after :meth:`finish`)."""
+        nb = self.num_captures
+        to_capture = Similarity.from_scale(self.unit_scale, nb).compose(self.t_inv[sel].inverse())  # model -> capture
+        pts_c = to_capture.apply(self.pts[sel])  # (B, L, 3)
+        res = np.where(self.ok[..., None], pts_c - self.targets, np.nan)
+        sq = np.where(self.ok, (np.nan_to_num(res) ** 2).sum(axis=2), 0.0)
+        rms = np.sqrt(sq.sum(axis=1) / self.counts)
+        return {"transform": to_capture, "points": pts_c, "residuals": res, "rms": rms,
+                "rms_model": rms / to_capture.scale, "valid": self.ok}
 
 
-def _pairs_and_groups(shared: Any, nb: int, k: int) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-    """Group index per row (or None), and the consecutive same-group row pairs (ia, ib)."""
-    if shared is None:
-        return None, np.zeros(0, np.int64), np.zeros(0, np.int64)
-    g = np.asarray(shared)
-    if g.shape != (nb,):
-        raise ValueError(f"shared: expected ({nb},) group ids, got shape {g.shape}")
-    _, gid = np.unique(g, return_inverse=True)  # (B,) compact ids
-    row_group = (gid[:, None] * k + np.arange(k)[None]).reshape(-1)  # (B*K,) group x restart
-    same = np.flatnonzero(gid[:-1] == gid[1:])  # captures b with b+1 in the same group
-    ia = (same[:, None] * k + np.arange(k)).reshape(-1)
-    ib = ia + k
-    return row_group, ia, ib
+def landmark_result(loop: LoopResult, fitted: dict[str, Any]) -> LandmarkFitResult:
+    """A :class:`LandmarkFitResult` from the loop's result and the term's ``fitted(loop.rows)``."""
+    sel = loop.rows
+    return LandmarkFitResult(z=loop.z[sel].copy(), loss=loop.objective[sel].copy(), restarts_loss=loop.restarts_loss,
+                             best_restart=loop.best_restart, history=loop.history, steps=loop.steps, **fitted)
 
 
 def fit_landmarks(
@@ -250,6 +280,8 @@ def fit_landmarks(
     progress: Callable[[int, int], None] | None = None,
 ) -> LandmarkFitResult:
     """Fit latent codes (and a similarity) to landmark targets, all captures at once.
+
+    :class:`LandmarkTerm` in :func:`fitface.fitting.fit_loop.run_fit_loop`.
 
     Args:
         decoder: a :class:`fitface.fitting.decoder.Decoder` (model frame and unit).
@@ -275,128 +307,9 @@ def fit_landmarks(
     """
     cfg = FitConfig() if cfg is None else cfg
     cfg.validate()
-    if not (np.isfinite(unit_scale) and unit_scale > 0):
-        raise ValueError(f"unit_scale: must be > 0, got {unit_scale}")
-    rows = decoder.landmark_rows(landmark_set)
-    tg = np.asarray(targets, dtype=np.float64)
-    if tg.ndim == 2:
-        tg = tg[None]
-    check_shape("targets", tg, (None, rows.num_points, 3))
-    nb, nl = tg.shape[:2]
-    ok, counts = usable_landmarks(np.isfinite(tg).all(axis=2), valid, 3, "at least 3 are needed")  # (B, L), (B,)
-    k, dim, dt = cfg.restarts, decoder.latent_dim, decoder.dtype
-    n = nb * k
-    tg_m = np.where(ok[..., None], tg / unit_scale, 0.0)  # (B, L, 3) capture frame, model unit
-
-    # ---- initial codes (N, D), row b*K + k
-    z0, frozen, frozen_values = initial_codes(decoder, cfg, nb, init_z)  # (B, K, D), (D,), (B, D)
-    row_group, ia, ib = _pairs_and_groups(cfg.shared, nb, k)
-    sh = decoder.layout.slice(cfg.shared_factor) if row_group is not None else None
-    if row_group is not None:
-        first = np.unique(row_group, return_index=True)[1]  # first row of each group x restart
-        z0.reshape(n, dim)[:, sh] = z0.reshape(n, dim)[first, sh][np.unique(row_group, return_inverse=True)[1]]
-    sm = decoder.layout.slice(cfg.smooth_factor) if cfg.sequence_smoothness > 0 and len(ia) else None
-    z = np.ascontiguousarray(z0.reshape(n, dim), dtype=dt)
-
-    # ---- initial transform: from the mean model landmarks (z = 0, frozen blocks applied)
-    wgt = np.repeat(ok, k, axis=0).astype(np.float64)  # (N, L)
-    tg_rep = np.repeat(tg_m, k, axis=0)  # (N, L, 3)
-    if cfg.estimate_similarity:
-        zm = np.zeros((nb, dim))
-        zm[:, frozen] = frozen_values[:, frozen]
-        p0 = decoder.points(zm.astype(dt), rows).astype(np.float64)  # (B, L, 3) model frame
-        t_inv = _estimate(tg_m, p0, ok, cfg.with_scale, "capture").repeat(k)  # capture -> model, (N)
-    else:
-        fixed = Similarity.from_scale(unit_scale, nb) if transform is None else transform
-        if len(fixed) == 1:
-            fixed = fixed.repeat(nb)
-        if len(fixed) != nb:
-            raise ValueError(f"transform: expected a batch of 1 or {nb}, got {len(fixed)}")
-        # the targets were divided by unit_scale: undo that in the fixed transform
-        t_inv = Similarity.from_scale(unit_scale, nb).inverse().compose(fixed).inverse().repeat(k)
-    target = t_inv.apply(tg_rep).astype(dt)  # (N, L, 3) targets in the model frame
-    wmask = wgt.astype(dt)[..., None]  # (N, L, 1)
-
-    grad_mask = (~frozen).astype(dt)  # (D,)
-    opt = Adam(z, lr=cfg.lr, betas=cfg.betas)
-    hist_step, hist_obj = [], []
-    lam, mu = dt.type(cfg.lam), dt.type(cfg.sequence_smoothness)
-    for step in range(cfg.steps):
-        opt.lr = cosine_lr(step, cfg.steps, cfg.lr, cfg.lr_final_fraction)
-        pts, vjp = decoder.linearize_points(z, rows)  # (N, L, 3)
-        r = pts - target
-        r *= wmask
-        g = vjp(2.0 * r)  # (N, D)
-        g += (2.0 * lam) * z
-        if sm is not None:
-            diff = z[ia, sm] - z[ib, sm]  # (P, d)
-            g[ia, sm] += (2.0 * mu) * diff
-            g[ib, sm] -= (2.0 * mu) * diff
-        if row_group is not None:
-            g[:, sh] = _group_sum(g[:, sh], row_group)
-        g *= grad_mask
-        if cfg.history_every and step % cfg.history_every == 0:
-            obj = np.einsum("nlc,nlc->n", r, r) + cfg.lam * np.einsum("nd,nd->n", z, z)
-            hist_step.append(step)
-            hist_obj.append(float(obj.mean()))
-        opt.step(g)
-        if cfg.estimate_similarity and (step + 1) % cfg.refine_every == 0:
-            t_inv = _estimate(tg_rep, pts.astype(np.float64), wgt, cfg.with_scale, "row", check=False)
-            target = t_inv.apply(tg_rep).astype(dt)
-        if progress is not None:
-            progress(step + 1, cfg.steps)
-
-    # ---- final transform and objective
-    pts = decoder.points(z, rows).astype(np.float64)
-    zz = z.astype(np.float64)
-    if cfg.estimate_similarity:
-        t_inv = _estimate(tg_rep, pts, wgt > 0, cfg.with_scale, "row")
-    target = t_inv.apply(tg_rep)
-    r = (pts - target) * wgt[..., None]
-    obj = np.einsum("nlc,nlc->n", r, r) + cfg.lam * np.einsum("nd,nd->n", zz, zz)  # (N,)
-    if sm is not None:
-        d = zz[ia, sm] - zz[ib, sm]
-        share = cfg.sequence_smoothness * np.einsum("pd,pd->p", d, d)
-        obj = obj.copy()
-        np.add.at(obj, ia, share)  # each pair's term is charged to its earlier frame
-    if cfg.history_every:
-        hist_step.append(cfg.steps)
-        hist_obj.append(float(obj.mean()))
-    per = obj.reshape(nb, k)
-    if row_group is None:
-        best = per.argmin(axis=1)  # (B,)
-    else:
-        totals = _group_sum(obj[:, None], row_group)[:, 0].reshape(nb, k)  # group total per restart
-        best = totals.argmin(axis=1)
-    sel = np.arange(nb) * k + best  # (B,) chosen rows
-
-    to_capture = Similarity.from_scale(unit_scale, nb).compose(t_inv[sel].inverse())  # model -> capture
-    pts_c = to_capture.apply(pts[sel])  # (B, L, 3)
-    res = np.where(ok[..., None], pts_c - tg, np.nan)
-    sq = np.where(ok, (np.nan_to_num(res) ** 2).sum(axis=2), 0.0)
-    rms = np.sqrt(sq.sum(axis=1) / counts)
-    return LandmarkFitResult(
-        z=zz[sel].copy(),
-        transform=to_capture,
-        points=pts_c,
-        residuals=res,
-        rms=rms,
-        rms_model=rms / (to_capture.scale),
-        loss=obj[sel].copy(),
-        restarts_loss=per.copy(),
-        best_restart=best,
-        valid=ok,
-        history={"step": np.asarray(hist_step), "objective": np.asarray(hist_obj)},
-        steps=cfg.steps,
-    )
-
-
-def _group_sum(x: np.ndarray, row_group: np.ndarray) -> np.ndarray:
-    """Replace each row of ``x (N, d)`` by the sum over the rows of its group."""
-    ng = int(row_group.max()) + 1
-    sums = np.zeros((ng, x.shape[1]), dtype=x.dtype)
-    np.add.at(sums, row_group, x)
-    return sums[row_group]
+    term = LandmarkTerm(decoder, targets, landmark_set, cfg, valid, unit_scale, transform)
+    loop = run_fit_loop(decoder, [term], cfg, init_z, progress)
+    return landmark_result(loop, term.fitted(loop.rows))
 
 
 def _estimate(src: np.ndarray, dst: np.ndarray, ok: np.ndarray, with_scale: bool, what: str,
@@ -406,3 +319,7 @@ def _estimate(src: np.ndarray, dst: np.ndarray, ok: np.ndarray, with_scale: bool
         return umeyama(src, dst, scale=with_scale, weights=ok, check=check)
     except ValueError as exc:
         raise ValueError(f"{what} landmarks: {exc}") from None
+
+
+__all__ = ["FitConfig", "LandmarkFitResult", "LandmarkTerm", "fit_landmarks", "initial_codes", "landmark_result",
+           "usable_landmarks"]

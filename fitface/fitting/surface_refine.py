@@ -24,6 +24,8 @@ Convention:
     * ``surface_weight`` (default 200) weighs the mean robust term against the landmark sum:
       with small residuals the scan counts like 200 landmarks.
     * Scans are subsampled to at most ``max_points`` points (seeded) before fitting.
+    * The optimisation is the loop every fit shares (:func:`fitface.fitting.fit_loop.run_fit_loop`,
+      one capture, one restart from the landmark fit's code); the data term is :class:`SurfaceTerm`.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import numpy as np
 
 from fitface.checks import check_shape
 
-from .adam import Adam, cosine_lr
+from .fit_loop import DataTerm, run_fit_loop
 from .landmark_fit import BETAS
 from .similarity import Similarity, umeyama
 
@@ -118,6 +120,117 @@ def _normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return np.divide(n, norm, out=np.zeros_like(n), where=norm > 0)
 
 
+class SurfaceTerm(DataTerm):
+    """Scan points against the model surface (robust point-to-plane), plus the capture's landmarks
+    sharing its similarity: a data term of :func:`run_fit_loop` for one capture (see the module
+    doc). Its value is ``w_s sigma^2 mean_j rho(r_j) + w_lm sum_i ||v~_i(z) - T^-1(v_i)||^2``.
+
+    The correspondences (nearest vertex, vertex normals) and ``T`` (joint weighted Umeyama over
+    the surface's foot points and the landmarks) are rebuilt at the codes being evaluated, every
+    ``rebuild_every`` steps and once more at the end. The landmarks are part of this term, not a
+    :class:`fitface.fitting.landmark_fit.LandmarkTerm`, because both share one similarity that is
+    estimated from both at once. Arguments: as :func:`refine_surface`.
+    """
+
+    num_captures = 1
+
+    def __init__(self, decoder, transform: Similarity, scan_points, cfg: SurfaceRefineConfig,
+                 landmark_targets=None, landmark_set=None):
+        if not cfg.sigma > 0:
+            raise ValueError(f"sigma: must be > 0, got {cfg.sigma}")
+        if len(transform) != 1:
+            raise ValueError(f"transform: expected a batch of 1, got {len(transform)}")
+        scan = np.asarray(scan_points, dtype=np.float64)
+        check_shape("scan_points", scan, (None, 3))
+        keep = np.flatnonzero(np.isfinite(scan).all(axis=1))
+        if len(keep) < 3:
+            raise ValueError(f"scan_points: {len(keep)} finite points; need at least 3")
+        rng = np.random.default_rng(cfg.seed)
+        if len(keep) > cfg.max_points:
+            keep = np.sort(rng.choice(keep, size=cfg.max_points, replace=False))
+        self.decoder, self.cfg, self.keep = decoder, cfg, keep
+        self.scan = scan[keep]  # (P, 3) capture frame
+        self.lm_rows = self.lm_tg = self.lm_ok = None
+        if landmark_targets is not None:
+            if landmark_set is None:
+                raise ValueError("landmark_set: required with landmark_targets")
+            self.lm_rows = decoder.landmark_rows(landmark_set)
+            lm_tg = np.asarray(landmark_targets, dtype=np.float64)
+            check_shape("landmark_targets", lm_tg, (self.lm_rows.num_points, 3))
+            self.lm_ok = np.isfinite(lm_tg).all(axis=1)
+            self.lm_tg = np.where(self.lm_ok[:, None], lm_tg, 0.0)
+        self.sig2 = cfg.sigma**2
+        self.ws = cfg.surface_weight / len(self.scan)  # per-point weight of sigma^2 rho
+        self.t_inv = transform.inverse()  # capture -> model
+        self.q = self.t_inv.apply(self.scan[None])[0]  # (P, 3) model frame
+        self.idx = self.normals = None
+
+    def start(self, mean_codes, restarts):
+        if restarts != 1:
+            raise ValueError(f"restarts: the surface refinement starts from the landmark fit (1), got {restarts}")
+
+    def residuals(self, verts: np.ndarray) -> np.ndarray:
+        """(P,) signed point-to-plane distances of the scan points, model unit."""
+        return np.einsum("pc,pc->p", self.normals[self.idx], self.q - verts[self.idx])
+
+    def _quad_weight(self, r: np.ndarray) -> np.ndarray:
+        """IRLS weight: sigma^2 rho(r) ~ weight * r^2 locally (robust), 1 for least squares."""
+        return self.sig2**2 / (r * r + self.sig2) ** 2 if self.cfg.robust else np.ones_like(r)
+
+    def _rebuild(self, verts: np.ndarray, z: np.ndarray) -> None:
+        """Normals, then T (joint weighted Umeyama), then the nearest vertices, at ``verts``."""
+        cfg, dec = self.cfg, self.decoder
+        self.normals = _normals(verts, dec.faces)
+        if cfg.estimate_similarity and self.idx is not None:
+            r = self.residuals(verts)
+            foot = self.q - r[:, None] * self.normals[self.idx]  # (P, 3) on the tangent planes
+            src, dst, w = [self.scan], [foot], [self.ws * self._quad_weight(r)]
+            if self.lm_rows is not None:
+                src.append(self.lm_tg)
+                dst.append(dec.points(z, self.lm_rows)[0].astype(np.float64))
+                w.append(cfg.landmark_weight * self.lm_ok)
+            self.t_inv = umeyama(np.concatenate(src), np.concatenate(dst), scale=cfg.with_scale,
+                                 weights=np.concatenate(w))
+            self.q = self.t_inv.apply(self.scan[None])[0]
+        from scipy.spatial import cKDTree
+
+        self.idx = cKDTree(verts).query(self.q)[1]  # (P,) nearest vertex
+
+    def _value_and_grad(self, z: np.ndarray, verts: np.ndarray, want_grad: bool):
+        cfg, dec, sig2, ws = self.cfg, self.decoder, self.sig2, self.ws
+        r = self.residuals(verts)  # (P,)
+        if cfg.robust:
+            e_s = ws * sig2 * (r * r / (r * r + sig2))
+            dr = ws * sig2 * 2.0 * r * sig2 / (r * r + sig2) ** 2  # d(sigma^2 rho)/dr
+        else:
+            e_s = ws * r * r
+            dr = ws * 2.0 * r
+        energy = float(e_s.sum())
+        g = None
+        if want_grad:
+            grad_v = _scatter_add(dec.num_vertices, self.idx, -dr[:, None] * self.normals[self.idx])  # dr_j/dx_k = -n_k
+            g = dec.vertices_vjp(z, grad_v[None]).astype(np.float64)  # (1, D)
+        if self.lm_rows is not None:
+            pts, vjp = dec.linearize_points(z, self.lm_rows)
+            lt = self.t_inv.apply(self.lm_tg[None])[0]
+            rl = (pts[0].astype(np.float64) - lt) * self.lm_ok[:, None]
+            if want_grad:
+                g += vjp((2.0 * cfg.landmark_weight * rl)[None]).astype(np.float64)
+            energy += cfg.landmark_weight * float((rl * rl).sum())
+        return np.array([energy]), g
+
+    def evaluate(self, z, step, want_value):
+        self.verts = verts = self.decoder.vertices(z)[0].astype(np.float64)  # (V, 3) model frame
+        if step % self.cfg.rebuild_every == 0:
+            self._rebuild(verts, z)
+        return self._value_and_grad(z, verts, True)
+
+    def finish(self, z):
+        self.verts = verts = self.decoder.vertices(z)[0].astype(np.float64)
+        self._rebuild(verts, z)
+        return self._value_and_grad(z, verts, False)[0]
+
+
 def refine_surface(
     decoder,
     z: np.ndarray,
@@ -129,6 +242,8 @@ def refine_surface(
     progress: Callable[[int, int], None] | None = None,
 ) -> SurfaceRefineResult:
     """Refine one capture's code and transform against its scan (see the module docstring).
+
+    :class:`SurfaceTerm` in :func:`fitface.fitting.fit_loop.run_fit_loop`, from ``z``.
 
     Args:
         decoder: a :class:`fitface.fitting.decoder.Decoder`.
@@ -142,109 +257,29 @@ def refine_surface(
         progress: ``progress(step_done, steps)``.
 
     Returns:
-        :class:`SurfaceRefineResult`.
+        :class:`SurfaceRefineResult`; its history has the energy before every step and, last
+        (at ``step == steps``), the final one.
     """
-    from scipy.spatial import cKDTree
+    from .landmark_fit import FitConfig
 
     cfg = SurfaceRefineConfig() if cfg is None else cfg
-    if not cfg.sigma > 0:
-        raise ValueError(f"sigma: must be > 0, got {cfg.sigma}")
-    dt = decoder.dtype
-    zc = np.array(np.asarray(z, dtype=np.float64).reshape(1, -1), dtype=dt)
-    check_shape("z", zc, (1, decoder.latent_dim))
-    if len(transform) != 1:
-        raise ValueError(f"transform: expected a batch of 1, got {len(transform)}")
-    scan = np.asarray(scan_points, dtype=np.float64)
-    check_shape("scan_points", scan, (None, 3))
-    keep = np.flatnonzero(np.isfinite(scan).all(axis=1))
-    if len(keep) < 3:
-        raise ValueError(f"scan_points: {len(keep)} finite points; need at least 3")
-    rng = np.random.default_rng(cfg.seed)
-    if len(keep) > cfg.max_points:
-        keep = np.sort(rng.choice(keep, size=cfg.max_points, replace=False))
-    scan = scan[keep]  # (P, 3) capture frame
-    npts = len(scan)
-
-    lm_rows = lm_tg = lm_ok = None
-    if landmark_targets is not None:
-        if landmark_set is None:
-            raise ValueError("landmark_set: required with landmark_targets")
-        lm_rows = decoder.landmark_rows(landmark_set)
-        lm_tg = np.asarray(landmark_targets, dtype=np.float64)
-        check_shape("landmark_targets", lm_tg, (lm_rows.num_points, 3))
-        lm_ok = np.isfinite(lm_tg).all(axis=1)
-        lm_tg = np.where(lm_ok[:, None], lm_tg, 0.0)
-
-    sig2 = cfg.sigma**2
-    ws = cfg.surface_weight / npts  # per-point weight of sigma^2 rho
-    t_inv = transform.inverse()  # capture -> model
-    faces = decoder.faces
-    nv = decoder.num_vertices
-    opt = Adam(zc, lr=cfg.lr, betas=cfg.betas)
-    hist_step, hist_e = [], []
-    idx = normals = None
-
-    def residuals(verts: np.ndarray, q: np.ndarray) -> np.ndarray:
-        return np.einsum("pc,pc->p", normals[idx], q - verts[idx])  # (P,) signed, model unit
-
-    def quad_weight(r: np.ndarray) -> np.ndarray:
-        """IRLS weight: sigma^2 rho(r) ~ weight * r^2 locally (robust), 1 for least squares."""
-        return sig2**2 / (r * r + sig2) ** 2 if cfg.robust else np.ones_like(r)
-
-    q = t_inv.apply(scan[None])[0]  # (P, 3) model frame
-    for step in range(cfg.steps + 1):
-        verts = decoder.vertices(zc)[0].astype(np.float64)  # (V, 3) model frame
-        if step % cfg.rebuild_every == 0 or step == cfg.steps:
-            normals = _normals(verts, faces)
-            if cfg.estimate_similarity and idx is not None:
-                r = residuals(verts, q)
-                foot = q - r[:, None] * normals[idx]  # (P, 3) on the tangent planes
-                src, dst, w = [scan], [foot], [ws * quad_weight(r)]
-                if lm_rows is not None:
-                    src.append(lm_tg)
-                    dst.append(decoder.points(zc, lm_rows)[0].astype(np.float64))
-                    w.append(cfg.landmark_weight * lm_ok)
-                t_inv = umeyama(np.concatenate(src), np.concatenate(dst), scale=cfg.with_scale,
-                                weights=np.concatenate(w))
-                q = t_inv.apply(scan[None])[0]
-            idx = cKDTree(verts).query(q)[1]  # (P,) nearest vertex
-        if step == cfg.steps:
-            break
-        opt.lr = cosine_lr(step, cfg.steps, cfg.lr, cfg.lr_final_fraction)
-        r = residuals(verts, q)  # (P,)
-        if cfg.robust:
-            e_s = ws * sig2 * (r * r / (r * r + sig2))
-            dr = ws * sig2 * 2.0 * r * sig2 / (r * r + sig2) ** 2  # d(sigma^2 rho)/dr
-        else:
-            e_s = ws * r * r
-            dr = ws * 2.0 * r
-        grad_v = _scatter_add(nv, idx, -dr[:, None] * normals[idx])  # (V, 3); dr_j/dx_k = -n_k
-        g = decoder.vertices_vjp(zc, grad_v[None]).astype(np.float64)  # (1, D)
-        energy = float(e_s.sum()) + cfg.lam * float((zc.astype(np.float64) ** 2).sum())
-        if lm_rows is not None:
-            pts, vjp = decoder.linearize_points(zc, lm_rows)
-            lt = t_inv.apply(lm_tg[None])[0]
-            rl = (pts[0].astype(np.float64) - lt) * lm_ok[:, None]
-            g += vjp((2.0 * cfg.landmark_weight * rl)[None]).astype(np.float64)
-            energy += cfg.landmark_weight * float((rl * rl).sum())
-        g += 2.0 * cfg.lam * zc
-        hist_step.append(step)
-        hist_e.append(energy)
-        opt.step(g.astype(dt))
-        if progress is not None:
-            progress(step + 1, cfg.steps)
-
-    to_capture = t_inv.inverse()
-    r = residuals(verts, q)
+    z0 = np.asarray(z, dtype=np.float64).reshape(1, -1)
+    check_shape("z", z0, (1, decoder.latent_dim))
+    term = SurfaceTerm(decoder, transform, scan_points, cfg, landmark_targets, landmark_set)
+    loop_cfg = FitConfig(lam=cfg.lam, steps=cfg.steps, lr=cfg.lr, lr_final_fraction=cfg.lr_final_fraction,
+                         betas=cfg.betas, history_every=1)
+    loop = run_fit_loop(decoder, [term], loop_cfg, init_z=z0, progress=progress)
+    to_capture = term.t_inv.inverse()
+    r = term.residuals(term.verts)
     dist = np.abs(r) * to_capture.scale[0]
     inl = np.abs(r) < INLIER_SIGMAS * cfg.sigma
     return SurfaceRefineResult(
-        z=zc[0].astype(np.float64),
+        z=loop.z[0].copy(),
         transform=to_capture,
-        vertices=to_capture.apply(verts[None])[0],
+        vertices=to_capture.apply(term.verts[None])[0],
         distances=dist,
         inliers=inl,
-        scan_points=keep,
+        scan_points=term.keep,
         inlier_rms=float(np.sqrt(np.mean(dist[inl] ** 2))) if inl.any() else float("nan"),
-        history={"step": np.asarray(hist_step), "energy": np.asarray(hist_e)},
+        history={"step": loop.history["step"], "energy": loop.history["objective"]},
     )
