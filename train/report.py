@@ -251,10 +251,10 @@ def table1_row(entry: ModelEntry, ds, dataset_path, opts: EvaluationOptions, nea
 
 
 def samples_figure(entry: ModelEntry, seed: int) -> np.ndarray:
-    """Fig. 3-style grid (:func:`fitface.train.logs.sample_grid`, one camera framed on the
+    """Fig. 3-style grid (:func:`fitface.preview.sample_grid`, one camera framed on the
     template): random samples; a shared expression code; a shared identity code."""
     from fitface.api.inputs import load_fit_model
-    from fitface.train.logs import sample_grid
+    from fitface.preview import sample_grid
 
     dec = load_fit_model(entry.path)
     lay = dec.layout

@@ -755,7 +755,9 @@ class Trainer:
 
     def train(self, callback: Callable[[int, dict], None] | None = None, save_model: bool = True) -> TrainResult:
         """Run from :attr:`start_step` to :attr:`total_steps`; returns a :class:`TrainResult`."""
-        from .logs import CsvLog, TensorBoardLog, sample_grid, write_png
+        from fitface.preview import sample_grid
+
+        from .logs import CsvLog, TensorBoardLog, write_png
 
         cfg, ctx, main = self.cfg, self.ctx, self.ctx.is_main
         resuming = self.start_step > 0
