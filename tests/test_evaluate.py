@@ -36,7 +36,7 @@ def dataset(tmp_path_factory):
 @pytest.fixture(scope="module")
 def baseline_file(dataset, tmp_path_factory) -> Path:
     from fitface.models.model_file import save_model
-    from fitface.train.baseline import build_linear_3dmm
+    from fitface.models.builders.linear import build_linear_3dmm
 
     path = tmp_path_factory.mktemp("ev_model") / "model.safetensors"
     save_model(path, build_linear_3dmm(dataset), data_fingerprint=dataset.fingerprint)

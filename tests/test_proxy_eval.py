@@ -54,7 +54,7 @@ def dataset(tmp_path_factory):
 @pytest.fixture(scope="module")
 def linear_model(dataset):
     """The additive linear 3DMM of the dataset (FaceModel, float32, CPU), never saved."""
-    from fitface.train.baseline import build_linear_3dmm
+    from fitface.models.builders.linear import build_linear_3dmm
 
     return build_linear_3dmm(dataset)
 
@@ -284,7 +284,7 @@ def test_ict_dataset_without_its_source_skips_the_captures(ict_path, tmp_path):
     for want of a second test identity)."""
     from fitface.data.format import load_dataset
     from fitface.data.ict import build_ict_dataset
-    from fitface.train.baseline import build_linear_3dmm
+    from fitface.models.builders.linear import build_linear_3dmm
 
     res = build_ict_dataset(ict_path, tmp_path / "ict", identities=10, samples=120, seed=1, narrow=True, workers=0)
     model = build_linear_3dmm(load_dataset(res.path))
@@ -336,7 +336,7 @@ def test_ict_3dmm_proxy_is_near_the_full_evaluation(ict_path, tmp_path):
     near the full evaluation's numbers (minutes: building the set is most of it)."""
     from fitface.data.format import load_dataset
     from fitface.data.ict import build_ict_dataset
-    from fitface.train.baseline import build_linear_3dmm
+    from fitface.models.builders.linear import build_linear_3dmm
 
     res = build_ict_dataset(ict_path, tmp_path / "ict", seed=0, workers=2)
     check_ict_3dmm(res.path, build_linear_3dmm(load_dataset(res.path)), ict_path)

@@ -4,7 +4,7 @@ Training the GAN: :mod:`.config` (typed config, recipes in ``recipes/``), :mod:`
 :mod:`.losses` (eq. 2-12), :mod:`.sampling` (fixed codes, phases, per-step seeds),
 :mod:`.checkpoint` (pickle-free, exact resume), :mod:`.distributed`, :mod:`.logs`.
 
-Baseline and evaluation: :mod:`.baseline` (linear 3DMM), :mod:`.metrics` (diversity,
+Evaluation: :mod:`.metrics` (diversity,
 specificity), :mod:`.resnet` + :mod:`.embedding` + :mod:`.decoupling` (the decoupling metric),
 :mod:`.testsets`, :mod:`.sparse_reconstruction` (Table 2), :mod:`.retargeting_eval`,
 :mod:`.report` (``fitface evaluate``).
