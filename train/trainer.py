@@ -772,7 +772,7 @@ class Trainer:
                           ["specificity", "nearest_p10", "nearest_p50", "nearest_p90", "near_share",
                            "mean_face_distance", "heldout_near_share", "heldout_nearest", "template_distance"]
             if cfg.proxy_every:
-                from .proxy_eval import ProxyConfig, row_columns
+                from fitface.evaluation.proxy import ProxyConfig, row_columns
 
                 metric_cols += [f"proxy_{c}" for c in row_columns(ProxyConfig().lambdas)]
             metric_log = CsvLog(self.run_dir / "metrics.csv", metric_cols,  # rows hold steps *done*
@@ -785,7 +785,7 @@ class Trainer:
         def run_proxy(step_done: int) -> dict:
             """The proxy evaluation of G (the EMA when enabled) as ``proxy_*`` columns."""
             nonlocal proxy
-            from .proxy_eval import ProxyEvaluator
+            from fitface.evaluation.proxy import ProxyEvaluator
 
             if proxy is None:
                 proxy = ProxyEvaluator(self.data.dataset.path, cfg.proxy_ict_source or None)
@@ -798,7 +798,7 @@ class Trainer:
             nonlocal evaluator
             if not main:
                 return
-            from .metrics import ProgressEvaluator
+            from fitface.evaluation.diversity_specificity import ProgressEvaluator
 
             if evaluator is None:
                 n = self.data.num_train

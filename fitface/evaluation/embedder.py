@@ -60,7 +60,7 @@ from fitface.checks import check_shape
 from fitface.errors import InputError
 from fitface.geometry.camera import Camera, frame_mesh
 from fitface.geometry.render import render_normals
-from fitface.train.resnet import ResNet18Embedder, images_to_tensor
+from fitface.evaluation.embedder_network import ResNet18Embedder, images_to_tensor
 
 FORMAT_NAME = "fitface-embedder"
 FORMAT_VERSION = 1
@@ -430,7 +430,7 @@ class Embedder:
     """A trained embedder: network + render settings + threshold.
 
     Attributes:
-        net: :class:`~fitface.train.resnet.ResNet18Embedder` (eval mode).
+        net: :class:`~fitface.evaluation.embedder_network.ResNet18Embedder` (eval mode).
         factor: the factor it judges.
         threshold: "same" when the squared embedding distance is below it.
         render: :class:`RenderSettings`.
