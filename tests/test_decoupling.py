@@ -34,7 +34,7 @@ N, M = 20, 10
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     from fitface.data.synthetic import build_synthetic
-    from fitface.evaluation.embedder import train_embedders
+    from fitface.evaluation.embedder_training import train_embedders
 
     path = build_synthetic(tmp_path_factory.mktemp("dec") / "ds", identities=20, samples=800, seed=1)
     train_embedders(path, TINY)

@@ -526,7 +526,7 @@ def run_evaluation(model_paths, data_dir, out_dir, opts: EvaluationOptions | Non
         missing = [f for f in ("identity", "expression")
                    if f in ds.factor_names and not embedder_path(data_dir, f).is_file()]
         if missing and opts.train_embedders:
-            from fitface.evaluation.embedder import train_embedders
+            from fitface.evaluation.embedder_training import train_embedders
 
             say(f"training the decoupling embedders of the dataset ({', '.join(missing)}) ...")
             t1 = time.perf_counter()
