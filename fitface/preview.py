@@ -197,5 +197,5 @@ def sample_grid(rows: Sequence[np.ndarray], faces: np.ndarray, cell: int = 128,
     return tile_images(images, labels=names if labels is not None else None, ncols=ncols)
 
 
-__all__ = ["BACKGROUND", "PREVIEW_SIZE", "RESIDUAL_FULL_SCALE_MM", "ROW_TINTS", "fit_preview", "mesh_strip", "residual_colors",
-           "sample_grid"]
+__all__ = ["BACKGROUND", "PREVIEW_SIZE", "RESIDUAL_FULL_SCALE_MM", "ROW_TINTS", "fit_preview", "mesh_strip",
+           "residual_colors", "sample_grid"]

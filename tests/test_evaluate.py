@@ -1,6 +1,6 @@
 """Evaluation: test captures, the Table 2 runner, retargeting with ground truth, the report and
-``fitface evaluate`` (fitface/evaluation/heldout_captures.py, fitface/evaluation/sparse_reconstruction.py, fitface/evaluation/retargeting.py,
-fitface/evaluation/report.py, fitface/cli/evaluate.py).
+``fitface evaluate`` (fitface/evaluation/heldout_captures.py, sparse_reconstruction.py,
+retargeting.py, report.py; fitface/cli/evaluate.py).
 
 Data: a tiny synthetic dataset (20 identities, 600 samples: 2 test identities) and the linear
 3DMM baseline built from it, once per module.

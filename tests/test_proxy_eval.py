@@ -1,4 +1,5 @@
-"""The proxy evaluation (fitface/evaluation/proxy.py): a seconds-long ``fitface evaluate`` for training runs.
+"""The proxy evaluation (fitface/evaluation/proxy.py): a seconds-long ``fitface evaluate`` for
+training runs.
 
 Data: a small synthetic dataset (100 identities, 1,500 samples: 10 test identities; fewer
 identities leave the coefficient regression without skill, R^2 < 0.5), its linear 3DMM (in

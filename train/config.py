@@ -177,7 +177,8 @@ class TrainConfig:
     #: A generated face counts as "near the training set" when its mean vertex distance to its
     #: nearest training face is below ``near_ratio`` x its distance to the template (the mean
     #: face): it looks more like some real face than like the average one. An untrained or
-    #: collapsed generator scores 0 (``fitface.evaluation.diversity_specificity.near_training_share``).
+    #: collapsed generator scores 0
+    #: (``fitface.evaluation.diversity_specificity.near_training_share``).
     near_ratio: float = 1.0
     #: Held-out (val split) real faces, at most, whose near-training share is logged as the
     #: reference value (0 = none).

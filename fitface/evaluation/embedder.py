@@ -24,7 +24,8 @@ Files (in ``DATASET/embedders/``):
                               training config and timings). Nothing is pickled.
     ``embedders.json``        a human-readable summary of the last
                               :func:`~fitface.evaluation.embedder_training.train_embedders` run.
-    ``renders_{S}px.*``       the render cache (:class:`~fitface.evaluation.embedder_rendering.RenderCache`).
+    ``renders_{S}px.*``       the render cache
+                              (:class:`~fitface.evaluation.embedder_rendering.RenderCache`).
 
 Convention:
     * Distance: squared Euclidean distance of the unit-norm embeddings, in [0, 4]; "same"

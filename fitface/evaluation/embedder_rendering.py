@@ -1,4 +1,4 @@
-"""What the decoupling embedders see: normal-map renders through one fixed camera per dataset, and their cache.
+"""What the decoupling embedders see: normal-map renders through one camera per dataset; their cache.
 
 The embedders (:mod:`fitface.evaluation.embedder`) judge a mesh from an orthographic
 normal-map render (paper supplement, "Decoupling Evaluation - Implementation Details").

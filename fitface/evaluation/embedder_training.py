@@ -1,9 +1,9 @@
-"""Training the decoupling embedders: one network per factor, then its "same" threshold on held-out pairs.
+"""Training the decoupling embedders: a network per factor, its "same" threshold on held-out pairs.
 
 :func:`train_embedders` trains and saves the embedders of a dataset (one
-:class:`~fitface.evaluation.embedder.Embedder` per factor, ``DATASET/embedders/{factor}.safetensors``);
-:func:`train_embedder` trains one (:class:`EmbedderConfig`: the settings, a CPU recipe by
-default). The network is :mod:`fitface.evaluation.embedder_network`, its inputs
+:class:`~fitface.evaluation.embedder.Embedder` per factor,
+``DATASET/embedders/{factor}.safetensors``); :func:`train_embedder` trains one
+(:class:`EmbedderConfig`: the settings, a CPU recipe by default). The network is :mod:`fitface.evaluation.embedder_network`, its inputs
 :mod:`fitface.evaluation.embedder_rendering`, the loss and the threshold
 :mod:`fitface.evaluation.embedder_verification`.
 

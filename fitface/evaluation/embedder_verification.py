@@ -1,4 +1,4 @@
-"""Face verification for the decoupling embedders: the triplet loss, validation pairs and the "same" threshold.
+"""Face verification for the decoupling embedders: triplet loss, validation pairs, "same" threshold.
 
 Paper (supplement, "Decoupling Evaluation - Implementation Details"): the embedders are trained
 with a triplet loss; two meshes are judged "same" when their embedding distance is below a

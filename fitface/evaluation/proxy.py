@@ -13,12 +13,14 @@ part                      code (full evaluation setting -> proxy default)
 ``coefficients``          :func:`fitface.evaluation.decoupling.coefficient_decoupling` with one
                           :class:`~fitface.evaluation.decoupling.CoefficientRegressor` per factor
                           fitted at set-up (n = m = 100 -> 20)
-``diversity``             :func:`fitface.evaluation.diversity_specificity.diversity` (10,000 pairs -> 500)
-``specificity``           :class:`fitface.evaluation.diversity_specificity.NearestFace`, exact nearest face
-                          among the training split (1,000 samples among all training faces ->
-                          100 samples among 2,000 evenly spaced training faces)
+``diversity``             :func:`fitface.evaluation.diversity_specificity.diversity` (10,000
+                          pairs -> 500)
+``specificity``           :class:`fitface.evaluation.diversity_specificity.NearestFace`, exact
+                          nearest face among the training split (1,000 samples among all
+                          training faces -> 100 samples among 2,000 evenly spaced training faces)
 ``table2``                :func:`fitface.evaluation.sparse_reconstruction.run_sparse_reconstruction`
-                          on test captures of :func:`fitface.evaluation.heldout_captures.build_test_captures`
+                          on test captures of
+                          :func:`fitface.evaluation.heldout_captures.build_test_captures`
                           (144 captures, lambdas 0 / 0.01 / 10 -> 12 captures spread over 2
                           test identities and all 12 extreme expressions, lambdas 0.01 / 10;
                           400 Adam steps as the evaluation)
@@ -27,10 +29,10 @@ part                      code (full evaluation setting -> proxy default)
 ========================  ====================================================================
 
 Time: on the ICT set (9,409 vertices) nearly all of it is the exact point-to-surface distances
-of Table 2 and retargeting (:class:`~fitface.evaluation.sparse_reconstruction.SurfaceDistance`, about
-0.3 s per fitted mesh on one busy core, more for meshes far from the ground truth such as an
-untrained generator's): ``2 captures + 3 retarget_pairs`` of them per call, the fits themselves
-well under a second. ``__call__(model, parts=...)`` runs a subset of the parts (e.g. the
+of Table 2 and retargeting (:class:`~fitface.evaluation.sparse_reconstruction.SurfaceDistance`,
+about 0.3 s per fitted mesh on one busy core, more for meshes far from the ground truth such as
+an untrained generator's): ``2 captures + 3 retarget_pairs`` of them per call, the fits
+themselves well under a second. ``__call__(model, parts=...)`` runs a subset of the parts (e.g. the
 seconds-long ``coefficients``, ``diversity``, ``specificity``) between full proxy calls.
 
 Use::
@@ -110,9 +112,10 @@ class ProxyConfig:
 
     Attributes:
         captures: Table 2 captures. ``ceil(captures / 12)`` (at least 2) test identities are
-            posed with the 12 extreme expressions (:func:`fitface.evaluation.heldout_captures.build_test_captures`)
-            and ``captures`` of that identity-major grid are taken evenly spaced (12 of 2 x 12:
-            6 expressions of each identity, every expression once; 24: all of them).
+            posed with the 12 extreme expressions
+            (:func:`fitface.evaluation.heldout_captures.build_test_captures`) and ``captures`` of
+            that identity-major grid are taken evenly spaced (12 of 2 x 12: 6 expressions of
+            each identity, every expression once; 24: all of them).
             Retargeting uses the whole grid.
         lambdas: Table 2 weights of eq. 13.
         retarget_pairs: retargeting pairs (lambda 0.01, the evaluation's).
@@ -274,7 +277,8 @@ class ProxyEvaluator:
         reference: the ``ref_*`` values (mm; NaN when not computable).
         skipped: set-up part -> reason it is skipped at every call.
         setup_seconds: set-up part -> wall time (s).
-        captures: the Table 2 :class:`fitface.evaluation.heldout_captures.TestCaptures` (None when skipped);
+        captures: the Table 2 :class:`fitface.evaluation.heldout_captures.TestCaptures` (None when
+            skipped);
             ``retarget_captures``: those of retargeting (the whole posed grid; None when skipped).
 
     Raises:

@@ -1,16 +1,17 @@
 """The evaluation report (``fitface evaluate``): Table 1, Table 2, retargeting, figures.
 
 * **Table 1** (paper §5.3-5.4) per model: ``Dec-Id``, ``Dec-Exp`` (embedder-judged decoupling,
-  percent, :func:`fitface.evaluation.decoupling.decoupling_score`; n = m = 100), ``Div``, ``Div-Id``,
-  ``Div-Exp`` (mean vertex distance over pairs of generated meshes: independent codes, pairs
-  sharing the identity code, pairs sharing the expression code; 10,000 pairs each,
-  :func:`fitface.evaluation.diversity_specificity.diversity`) and ``Sp`` (specificity: mean over 1,000 samples of
-  the mean vertex distance to the nearest training-split face, exact,
-  :class:`fitface.evaluation.diversity_specificity.NearestFace`). A "training data" row gives the diversity of the
-  training split from its labels (pairs of random samples / same identity label / same
-  expression label), as the paper does. Datasets with generating coefficients also get the
-  ground-truth coefficient decoupling ratios (:func:`fitface.evaluation.decoupling.coefficient_decoupling`;
-  0 = perfectly decoupled, 1 = not at all; beyond the paper).
+  percent, :func:`fitface.evaluation.decoupling.decoupling_score`; n = m = 100), ``Div``,
+  ``Div-Id``, ``Div-Exp`` (mean vertex distance over pairs of generated meshes: independent
+  codes, pairs sharing the identity code, pairs sharing the expression code; 10,000 pairs each,
+  :func:`fitface.evaluation.diversity_specificity.diversity`) and ``Sp`` (specificity: mean over
+  1,000 samples of the mean vertex distance to the nearest training-split face, exact,
+  :class:`fitface.evaluation.diversity_specificity.NearestFace`). A "training data" row gives
+  the diversity of the training split from its labels (pairs of random samples / same identity
+  label / same expression label), as the paper does. Datasets with generating coefficients also
+  get the ground-truth coefficient decoupling ratios
+  (:func:`fitface.evaluation.decoupling.coefficient_decoupling`; 0 = perfectly decoupled, 1 = not
+  at all; beyond the paper).
 * **Table 2** (§5.5): :mod:`fitface.evaluation.sparse_reconstruction`.
 * **Retargeting** with ground truth: :mod:`fitface.evaluation.retargeting`.
 * **Figures** (``figures/*.png``): per model a sample grid like the paper's Fig. 3 (rows: random
