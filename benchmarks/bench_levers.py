@@ -1,7 +1,7 @@
 """Each training lever alone, at one budget, on the proxy evaluation (issue #12, section 3).
 
 Trains one run per variant (a recipe plus ``--set``-style overrides) for the same number of
-generator steps and reports the proxy evaluation (:mod:`fitface.train.proxy_eval`) of its last
+generator steps and reports the proxy evaluation (:mod:`fitface.evaluation.proxy`) of its last
 step, with the run's time. Runs go to ``OUT/NAME`` (kept: their ``metrics.csv`` holds the curves)
 and the table to ``OUT/levers.json`` and ``OUT/levers.md``.
 

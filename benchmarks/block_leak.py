@@ -3,7 +3,7 @@
 For each model and each block set (identity, noise, expression, identity + noise, all), draws
 ``n`` anchor codes and ``m`` companions per anchor that redraw only those blocks, and reports
 the mean spread around each anchor's companions of (a) the faces' ground-truth expression
-coefficients, as read by the dataset's :class:`fitface.train.decoupling.CoefficientRegressor`
+coefficients, as read by the dataset's :class:`fitface.evaluation.decoupling.CoefficientRegressor`
 (standardised units), and (b) their vertices (mean vertex distance, mm). A decoupled model
 moves the expression coefficients only through the expression block.
 
@@ -59,7 +59,7 @@ def main() -> None:
     from fitface.data.format import load_dataset
     from fitface.errors import InputError, one_line
     from fitface.models.model_file import load_model
-    from fitface.train.decoupling import CoefficientRegressor
+    from fitface.evaluation.decoupling import CoefficientRegressor
 
     torch.set_num_threads(1)
     try:

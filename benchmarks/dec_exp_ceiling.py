@@ -2,7 +2,7 @@
 
 An additive linear 3DMM (``fitface baseline``) is decoupled by construction: faces that share
 the expression code carry exactly the same expression displacement, whatever their identity.
-Its Dec-Exp score (§5.3, :func:`fitface.train.decoupling.decoupling_score`) is therefore what
+Its Dec-Exp score (§5.3, :func:`fitface.evaluation.decoupling.decoupling_score`) is therefore what
 the dataset's expression embedder grants to perfect decoupling on this data, not 100%: the
 embedder is not identity-invariant. This script scales the identity block's columns by each
 ``s`` of ``--identity-scales`` (s = 1: the model as it is; s = 0: every face has the mean
@@ -47,8 +47,8 @@ def main() -> None:
     from fitface.api.inputs import one_line
     from fitface.errors import InputError
     from fitface.models.model_file import load_model, save_model
-    from fitface.train.decoupling import decoupling_score
-    from fitface.train.embedding import load_embedder
+    from fitface.evaluation.decoupling import decoupling_score
+    from fitface.evaluation.embedder import load_embedder
 
     torch.set_num_threads(args.threads)
     try:

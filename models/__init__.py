@@ -4,6 +4,8 @@
   re-exported).
 * :mod:`.generator`: the paper's MLP generator (Fig. 12a); :mod:`.linear`: the linear 3DMM
   generator behind the same interface.
+* :mod:`.builders`: models built from a dataset without adversarial training;
+  :mod:`.builders.linear` the linear 3DMM baseline (``fitface baseline``).
 * :mod:`.discriminator`: the critic with one classifier branch per factor (Fig. 12b).
 * :mod:`.face_model`: template + generator + mapping layer + landmark sets as one module.
 * :mod:`.model_file`: one safetensors file with JSON metadata; loading never unpickles.

@@ -5,7 +5,7 @@ linear model: identity PCA on neutral faces plus expression PCA on displacements
 person's neutral. :class:`LinearGenerator` puts such a model behind the GAN generator's
 interface (:class:`fitface.models.generator.Generator`), so :class:`FaceModel`, model files,
 sampling, metrics, fitting and retargeting treat both alike. It is built from data by
-:func:`fitface.train.baseline.build_linear_3dmm`.
+:func:`fitface.models.builders.linear.build_linear_3dmm`.
 
 Convention:
     * Row ``3 * v + c`` of :attr:`LinearGenerator.basis` (3V, D) produces coordinate ``c``

@@ -5,8 +5,8 @@ Usage:
 
 Three held-out people of an ICT dataset's **test split** (never seen by a model trained or built
 on its train split: ``ict``, ``ict-linear``), posed with the ground-truth machinery of
-:mod:`fitface.train.testsets` (the ICT blendshapes deformation-transferred onto each identity,
-exactly as the dataset builder does):
+:mod:`fitface.evaluation.heldout_captures` (the ICT blendshapes deformation-transferred onto each
+identity, exactly as the dataset builder does):
 
 * ``A``: the first test identity with the extreme expression ``mouth_extreme``;
 * ``B``: the second test identity, neutral (the dataset's own neutral sample of it);
@@ -16,8 +16,9 @@ Each capture is what a scanner gives: a partial scan mesh (the triangles facing 
 the top of the forehead cut away) with 0.2 mm Gaussian noise and 68 ibug landmarks with 1 mm
 noise, in **metres** in the scanner's own frame (rotated and translated). The truths
 (``A``, ``B``, ``C`` and B posing A's and C's expressions, for retargeting) stay in the model
-frame in mm. The expressions are outside the training emotions (train/testsets.py), so the
-demo measures what a model does on faces and expressions it never saw.
+frame in mm. The expressions are outside the training emotions
+(fitface/evaluation/heldout_captures.py), so the demo measures what a model does on faces and
+expressions it never saw.
 
 npz layout (``np.load(..., allow_pickle=False)``; all float32 unless said):
 
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from fitface.errors import InputError
     from fitface.geometry.camera import rotation_yaw_pitch
     from fitface.io.atomic import atomic_path
-    from fitface.train.testsets import _neutral_sample, build_test_captures
+    from fitface.evaluation.heldout_captures import _neutral_sample, build_test_captures
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, type=Path, help="the ICT dataset (fitface data ict)")

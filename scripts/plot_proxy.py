@@ -4,7 +4,7 @@ Usage:
     python scripts/plot_proxy.py RUN_DIR [RUN_DIR ...] -o OUT.png [--labels a,b] [--reference REF.json] [--title TEXT]
 
 Reads RUN_DIR/metrics.csv (written by ``fitface train`` with ``proxy_every`` > 0; see
-``fitface.train.proxy_eval`` for the columns and units) and draws four panels against the
+``fitface.evaluation.proxy`` for the columns and units) and draws four panels against the
 generator step: the coefficient decoupling ratios of identity and expression (dimensionless,
 0 = decoupled); Table 2 surface RMSE at each lambda; retargeting against B's own fit (no
 transfer); diversity (global, shared identity, shared expression) and specificity. Lengths in

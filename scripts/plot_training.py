@@ -6,7 +6,8 @@ Usage:
 Reads RUN_DIR/losses.csv and RUN_DIR/metrics.csv (written by ``fitface train``) and draws four
 panels: the critic's gap and gradient penalty; G's terms; diversity (global and with a shared
 code) against specificity, in the model unit (mm); the near-training share of generated faces
-against the held-out real faces' value (see ``fitface.train.metrics.near_training_share``).
+against the held-out real faces' value (see
+``fitface.evaluation.diversity_specificity.near_training_share``).
 matplotlib is needed (mediapipe installs it); the package itself does not use it.
 """
 

@@ -1,5 +1,6 @@
-"""The linear 3DMM baseline (paper §5.5, Amberg et al. 2008): models/linear.py, train/baseline.py,
-the "linear" model-file kind, its numpy decoder, the API on it and ``fitface baseline``.
+"""The linear 3DMM baseline (paper §5.5, Amberg et al. 2008): models/linear.py,
+models/builders/linear.py, the "linear" model-file kind, its numpy decoder, the API on it and
+``fitface baseline``.
 
 The dataset is the built-in synthetic one (20 identities, 2,000 samples, V = 4,285; 16 training
 identities, each with several samples labeled "neutral"), built once per session.
@@ -49,7 +50,7 @@ def dataset(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def parts(dataset):
-    from fitface.train.baseline import linear_3dmm_parts
+    from fitface.models.builders.linear import linear_3dmm_parts
 
     return linear_3dmm_parts(dataset)
 
@@ -57,7 +58,7 @@ def parts(dataset):
 @pytest.fixture(scope="module")
 def model_file(dataset, tmp_path_factory) -> Path:
     from fitface.models.model_file import save_model
-    from fitface.train.baseline import build_linear_3dmm
+    from fitface.models.builders.linear import build_linear_3dmm
 
     model = build_linear_3dmm(dataset)
     path = tmp_path_factory.mktemp("bl_model") / "baseline.safetensors"
@@ -301,7 +302,7 @@ def test_model_file_kind_validation(model_file, tmp_path):
 
 def test_half_storage_round_trip(dataset, tmp_path):
     from fitface.models.model_file import load_model, save_model
-    from fitface.train.baseline import build_linear_3dmm
+    from fitface.models.builders.linear import build_linear_3dmm
 
     from fitface.fitting.decoder import load_decoder
 
@@ -319,7 +320,7 @@ def test_half_storage_round_trip(dataset, tmp_path):
 
 # ------------------------------------------------------------------------------ errors
 def test_identities_without_neutral_are_skipped_and_too_few_raise(dataset):
-    from fitface.train.baseline import linear_3dmm_parts
+    from fitface.models.builders.linear import linear_3dmm_parts
 
     labels = dataset.labels.copy()
     exp_col = dataset.factor_names.index("expression")
@@ -362,7 +363,7 @@ def test_cli_baseline_writes_model_and_report(dataset, tmp_path):
 def test_ict_baseline(ict_path, tmp_path):
     """On the realistic ICT-based dataset: z = 0 is the mean neutral, training samples fit."""
     from fitface.models.model_file import save_model
-    from fitface.train.baseline import build_linear_3dmm
+    from fitface.models.builders.linear import build_linear_3dmm
 
     from fitface.data.format import load_dataset
     from fitface.data.ict import build_ict_dataset

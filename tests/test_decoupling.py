@@ -19,7 +19,7 @@ import torch
 from fitface.models.face_model import FaceModel
 from fitface.models.latent import LatentLayout
 from fitface.models.linear import LinearGenerator
-from fitface.train.decoupling import (
+from fitface.evaluation.decoupling import (
     CoefficientRegressor,
     coefficient_decoupling,
     decoupling_score,
@@ -34,7 +34,7 @@ N, M = 20, 10
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     from fitface.data.synthetic import build_synthetic
-    from fitface.train.embedding import train_embedders
+    from fitface.evaluation.embedder_training import train_embedders
 
     path = build_synthetic(tmp_path_factory.mktemp("dec") / "ds", identities=20, samples=800, seed=1)
     train_embedders(path, TINY)

@@ -11,22 +11,11 @@ import pytest
 import torch
 
 from fitface.errors import InputError
-from fitface.train.embedding import (
-    EmbedderConfig,
-    RenderCache,
-    RenderSettings,
-    balanced_pairs,
-    dataset_camera,
-    embedder_path,
-    load_embedder,
-    read_embedder,
-    render_meshes,
-    save_embedder,
-    select_threshold,
-    train_embedders,
-    triplet_loss,
-)
-from fitface.train.resnet import ResNet18Embedder, images_to_tensor
+from fitface.evaluation.embedder import embedder_path, load_embedder, read_embedder, save_embedder
+from fitface.evaluation.embedder_network import ResNet18Embedder, images_to_tensor
+from fitface.evaluation.embedder_rendering import RenderCache, RenderSettings, dataset_camera, render_meshes
+from fitface.evaluation.embedder_training import EmbedderConfig, train_embedders
+from fitface.evaluation.embedder_verification import balanced_pairs, select_threshold, triplet_loss
 
 #: Tiny settings: 32 px renders, 1/8 width, a few dozen steps (seconds on a CPU).
 TINY = dict(input_size=32, width=0.125, steps=60, shift=1, max_pairs=5000)
@@ -189,7 +178,7 @@ def test_saved_embedder_reloads_identically_in_a_fresh_process(trained, tmp_path
     here = emb.embed_images(images).numpy()
     code = (
         "import numpy as np, sys\n"
-        "from fitface.train.embedding import load_embedder\n"
+        "from fitface.evaluation.embedder import load_embedder\n"
         f"e = load_embedder({str(path)!r}, 'identity')\n"
         f"x = np.load({str(tmp_path / 'images.npy')!r})\n"
         f"np.save({str(tmp_path / 'out.npy')!r}, e.embed_images(x).numpy())\n"

@@ -1,6 +1,6 @@
 """Evaluation: test captures, the Table 2 runner, retargeting with ground truth, the report and
-``fitface evaluate`` (train/testsets.py, train/sparse_reconstruction.py, train/retargeting_eval.py,
-train/report.py, fitface/cli/evaluate.py).
+``fitface evaluate`` (fitface/evaluation/heldout_captures.py, sparse_reconstruction.py,
+retargeting.py, report.py; fitface/cli/evaluate.py).
 
 Data: a tiny synthetic dataset (20 identities, 600 samples: 2 test identities) and the linear
 3DMM baseline built from it, once per module.
@@ -36,7 +36,7 @@ def dataset(tmp_path_factory):
 @pytest.fixture(scope="module")
 def baseline_file(dataset, tmp_path_factory) -> Path:
     from fitface.models.model_file import save_model
-    from fitface.train.baseline import build_linear_3dmm
+    from fitface.models.builders.linear import build_linear_3dmm
 
     path = tmp_path_factory.mktemp("ev_model") / "model.safetensors"
     save_model(path, build_linear_3dmm(dataset), data_fingerprint=dataset.fingerprint)
@@ -45,7 +45,7 @@ def baseline_file(dataset, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def captures(dataset):
-    from fitface.train.testsets import build_test_captures
+    from fitface.evaluation.heldout_captures import build_test_captures
 
     return build_test_captures(dataset)
 
@@ -59,7 +59,7 @@ def _plane(n=15, spacing=4.0):
 
 
 def test_surface_distance_of_a_mesh_to_itself_is_zero(captures):
-    from fitface.train.sparse_reconstruction import SurfaceDistance, surface_rmse
+    from fitface.evaluation.sparse_reconstruction import SurfaceDistance, surface_rmse
 
     v = captures.vertices[0]
     d = SurfaceDistance(v, captures.faces)(v)
@@ -69,7 +69,7 @@ def test_surface_distance_of_a_mesh_to_itself_is_zero(captures):
 
 @pytest.mark.parametrize("offset", [0.5, 3.0, 25.0])
 def test_surface_distance_of_a_translated_plane_is_the_offset(offset):
-    from fitface.train.sparse_reconstruction import SurfaceDistance
+    from fitface.evaluation.sparse_reconstruction import SurfaceDistance
 
     v, f = _plane()
     moved = v + np.array([0.0, 0.0, offset])  # the plane's normal is z
@@ -82,7 +82,7 @@ def test_surface_distance_of_a_translated_plane_is_the_offset(offset):
 
 def test_surface_distance_matches_libigl(captures):
     igl = pytest.importorskip("igl")
-    from fitface.train.sparse_reconstruction import SurfaceDistance
+    from fitface.evaluation.sparse_reconstruction import SurfaceDistance
 
     rng = np.random.default_rng(0)
     v = captures.vertices[1]
@@ -96,7 +96,7 @@ def test_surface_distance_matches_libigl(captures):
 # ------------------------------------------------------------------------------ test captures
 def test_test_captures_are_held_out_exact_and_outside_the_recipes(dataset, captures):
     from fitface.data.procedural import apply_actions, neutral_faces, recipe_matrix
-    from fitface.train.testsets import SYNTHETIC_EXTREME_RECIPES, recipe_overlap, synthetic_recipe_matrix
+    from fitface.evaluation.heldout_captures import SYNTHETIC_EXTREME_RECIPES, recipe_overlap, synthetic_recipe_matrix
 
     ne = len(SYNTHETIC_EXTREME_RECIPES)
     test_ids = np.unique(dataset.label("identity")[dataset.indices("test")])
@@ -120,7 +120,7 @@ def test_test_captures_are_held_out_exact_and_outside_the_recipes(dataset, captu
 
 def test_test_captures_refuse_imported_datasets(dataset, monkeypatch):
     from fitface.errors import InputError
-    from fitface.train.testsets import build_test_captures
+    from fitface.evaluation.heldout_captures import build_test_captures
 
     monkeypatch.setitem(dataset.info, "builder", "import")
     with pytest.raises(InputError, match="import"):
@@ -132,7 +132,7 @@ def test_a_model_of_the_ground_truth_reconstructs_it_exactly(captures):
     """A LinearDecoder spanned by the captures' own PCA represents them exactly: ~0 error at lambda 0."""
     from fitface.fitting.decoder import LinearDecoder
     from fitface.models.latent import LatentLayout
-    from fitface.train.sparse_reconstruction import SparseConfig, run_sparse_reconstruction
+    from fitface.evaluation.sparse_reconstruction import SparseConfig, run_sparse_reconstruction
 
     sub = captures.subset(np.arange(5))
     x = sub.vertices.reshape(5, -1)
@@ -150,7 +150,7 @@ def test_a_model_of_the_ground_truth_reconstructs_it_exactly(captures):
 
 
 def test_table2_runner_on_five_captures(baseline_file, captures):
-    from fitface.train.sparse_reconstruction import SparseConfig, run_sparse_reconstruction
+    from fitface.evaluation.sparse_reconstruction import SparseConfig, run_sparse_reconstruction
 
     sub = captures.subset(np.arange(5))
     res = run_sparse_reconstruction({"3DMM": baseline_file}, sub, SparseConfig(steps=150, examples=2))
@@ -168,7 +168,7 @@ def test_table2_runner_on_five_captures(baseline_file, captures):
 def test_table2_with_a_random_motion_matches_the_model_frame_fit(baseline_file, captures):
     """Fitting with a random rigid motion and a similarity estimate gives errors like the
     model-frame fit (the errors are measured after undoing the known motion)."""
-    from fitface.train.sparse_reconstruction import SparseConfig, run_sparse_reconstruction
+    from fitface.evaluation.sparse_reconstruction import SparseConfig, run_sparse_reconstruction
 
     sub = captures.subset(np.arange(4))
     a = run_sparse_reconstruction({"m": baseline_file}, sub, SparseConfig(lambdas=(0.01,), steps=300))
@@ -179,7 +179,7 @@ def test_table2_with_a_random_motion_matches_the_model_frame_fit(baseline_file, 
 
 # ------------------------------------------------------------------------------ retargeting
 def test_retargeting_runner(baseline_file, captures):
-    from fitface.train.retargeting_eval import RetargetConfig, draw_pairs, run_retargeting
+    from fitface.evaluation.retargeting import RetargetConfig, draw_pairs, run_retargeting
 
     pairs = draw_pairs(captures, 6, seed=0)
     a, b, g = pairs.T
@@ -197,7 +197,7 @@ def test_retargeting_runner(baseline_file, captures):
 
 # ------------------------------------------------------------------------------ report and CLI
 def test_error_colors_and_nice_scale():
-    from fitface.train.report import error_colors, nice_scale
+    from fitface.evaluation.report import error_colors, nice_scale
 
     c = error_colors(np.array([0.0, 1.0, 5.0]), 1.0)
     assert c.shape == (3, 3) and (c >= 0).all() and (c <= 1).all()
@@ -253,7 +253,7 @@ def test_ict_test_captures_are_exact(ict_path, tmp_path):
     from fitface.data.format import load_dataset
     from fitface.data.ict import build_ict_dataset, load_ict, recipe_matrix
     from fitface.errors import InputError
-    from fitface.train.testsets import build_test_captures, ict_recipe_matrix, recipe_overlap
+    from fitface.evaluation.heldout_captures import build_test_captures, ict_recipe_matrix, recipe_overlap
 
     res = build_ict_dataset(ict_path, tmp_path / "ict", identities=10, samples=120, seed=1, narrow=True, workers=0)
     ds = load_dataset(res.path)
@@ -269,7 +269,7 @@ def test_ict_test_captures_are_exact(ict_path, tmp_path):
 
 
 def test_decoupling_cell_shows_the_chance_level():
-    from fitface.train.report import _dec_cell
+    from fitface.evaluation.report import _dec_cell
 
     assert _dec_cell({"dec_exp": 67.4, "dec_exp_unshared": 61.0}, "dec_exp") == "67.4 (61.0)"
     assert _dec_cell({"dec_exp": 67.4}, "dec_exp") == "67.4"

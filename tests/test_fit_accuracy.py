@@ -86,7 +86,7 @@ def _ict_accuracy(ict_path, tmp_path, cfg):
     from fitface.data.ict import build_ict_dataset
     from fitface.fitting.decoder import load_decoder
     from fitface.models.model_file import save_model
-    from fitface.train.baseline import build_linear_3dmm
+    from fitface.models.builders.linear import build_linear_3dmm
 
     ds = load_dataset(build_ict_dataset(ict_path, tmp_path / "ict", identities=cfg["identities"],
                                         samples=cfg["samples"], seed=0).path)

@@ -1,12 +1,18 @@
-"""The core imports nothing from above, and the fit path imports no torch.
+"""Imports point one way: the core imports nothing from above, evaluation nothing from training,
+the models nothing from either; and the fit path imports no torch.
 
 The core is fitface/fitting, fitface/data, fitface/io and fitface/geometry; "above" is
-fitface.models, fitface.train and fitface.landmarks (installed from the top-level folders
-models/, train/ and landmarks/), and those folders' own top-level names. Every import of a core
-file counts, at top level or inside a function, ``from . import x`` and relative imports
-resolved; so do the imports of the modules beside the four packages that the core reaches
-(fitface/checks.py, fitface/latent.py, ...), and of theirs. The package root fitface/__init__.py
-is not followed: its lazy attributes are the public face (``fitface.load_model``), not the core's.
+fitface.models, fitface.evaluation, fitface.train and fitface.landmarks (the models, training
+and landmarks are installed from the top-level folders models/, train/ and landmarks/), and
+those folders' own top-level names. Every import of a checked file counts, at top level or
+inside a function, ``from . import x`` and relative imports resolved; so do the imports of the
+fitface modules it reaches (fitface/checks.py, fitface/latent.py, ..., for the evaluation also
+models/ and landmarks/), and of theirs. The package root fitface/__init__.py is not followed:
+its lazy attributes are the public face (``fitface.load_model``), not the core's.
+
+Evaluation (fitface/evaluation) must not reach fitface.train: the trainer imports the
+evaluation (its progress metrics and proxy), never the other way round. The models (models/)
+reach neither the evaluation nor training.
 """
 
 from __future__ import annotations
@@ -22,7 +28,11 @@ REPO = Path(__file__).resolve().parents[1]
 #: The core's packages, as folders of the repository.
 CORE = ("fitface/fitting", "fitface/data", "fitface/io", "fitface/geometry")
 #: Modules the core must not import (a name or a dotted prefix of one).
-ABOVE = ("fitface.models", "fitface.train", "fitface.landmarks", "models", "train", "landmarks")
+ABOVE = ("fitface.models", "fitface.evaluation", "fitface.train", "fitface.landmarks", "models", "train", "landmarks")
+#: Training, which the evaluation must not import.
+TRAINING = ("fitface.train", "train")
+#: The top-level folders installed inside the fitface namespace (pyproject.toml package-dir).
+MAPPED = {"models": "models", "train": "train", "landmarks": "landmarks"}
 
 
 def imported_modules(source: str, module: str, is_package: bool = False) -> list[tuple[int, str]]:
@@ -54,35 +64,45 @@ def imported_modules(source: str, module: str, is_package: bool = False) -> list
     return found
 
 
-def is_above(name: str) -> bool:
-    return any(name == a or name.startswith(a + ".") for a in ABOVE)
+def is_above(name: str, above: tuple[str, ...] = ABOVE) -> bool:
+    return any(name == a or name.startswith(a + ".") for a in above)
 
 
 def _module_of(path: Path) -> tuple[str, bool]:
-    """Dotted name of a file under REPO/fitface, and whether it is a package's ``__init__``."""
+    """Dotted name of a file under REPO/fitface (or a top-level folder installed inside fitface),
+    and whether it is a package's ``__init__``."""
     parts = path.relative_to(REPO).with_suffix("").parts
+    if parts[0] in MAPPED.values():
+        parts = ("fitface", *parts)
     is_package = parts[-1] == "__init__"
     return ".".join(parts[:-1] if is_package else parts), is_package
 
 
+def _folder_of(parts: list[str]) -> Path:
+    """The repository path of a dotted fitface name (``fitface.models.x`` -> models/x)."""
+    if len(parts) > 1 and parts[1] in MAPPED:
+        return REPO.joinpath(MAPPED[parts[1]], *parts[2:])
+    return REPO.joinpath(*parts)
+
+
 def _files_of(name: str) -> list[Path]:
-    """The files under REPO/fitface that importing ``name`` (a fitface module, or an attribute of
-    one) runs: the module and its parent packages' ``__init__``, the root excepted."""
+    """The files that importing ``name`` (a fitface module, or an attribute of one) runs: the
+    module and its parent packages' ``__init__``, the root excepted."""
     parts = name.split(".")
     while len(parts) > 1:
-        folder = REPO.joinpath(*parts)
+        folder = _folder_of(parts)
         target = folder / "__init__.py" if folder.is_dir() else folder.with_suffix(".py")
         if target.is_file():
-            inits = [REPO.joinpath(*parts[:i], "__init__.py") for i in range(2, len(parts))]
+            inits = [_folder_of(parts[:i]) / "__init__.py" for i in range(2, len(parts))]
             return [p for p in inits if p.is_file()] + [target]
         parts = parts[:-1]  # an attribute of the module named by the shorter name
     return []
 
 
-def core_violations() -> tuple[list[str], int]:
-    """``path:line: imports NAME`` for every import of something above, in the core and in what
-    it reaches; and the number of files read."""
-    todo = sorted(p for folder in CORE for p in (REPO / folder).rglob("*.py"))
+def violations(folders, forbidden: tuple[str, ...]) -> tuple[list[str], int]:
+    """``path:line: imports NAME`` for every import of something ``forbidden``, in the files of
+    ``folders`` (repository folders) and in what they reach; and the number of files read."""
+    todo = sorted(p for folder in folders for p in (REPO / folder).rglob("*.py"))
     seen = set(todo)
     bad: dict[str, None] = {}  # one entry per import statement, in the order found
     while todo:
@@ -90,7 +110,7 @@ def core_violations() -> tuple[list[str], int]:
         module, is_package = _module_of(path)
         for line, name in imported_modules(path.read_text(encoding="utf-8"), module, is_package):
             where = f"{path.relative_to(REPO)}:{line}"
-            if is_above(name):
+            if is_above(name, forbidden):
                 if not any(b.startswith(where + ":") for b in bad):
                     bad[f"{where}: imports {name}"] = None
             elif name.startswith("fitface."):
@@ -101,10 +121,36 @@ def core_violations() -> tuple[list[str], int]:
     return sorted(bad), len(seen)
 
 
+def core_violations() -> tuple[list[str], int]:
+    """:func:`violations` of the core: imports of something above."""
+    return violations(CORE, ABOVE)
+
+
 def test_core_imports_nothing_from_models_train_or_landmarks():
     assert all(any((REPO / folder).rglob("*.py")) for folder in CORE)
     bad, _ = core_violations()
     assert not bad, "the core imports from above:\n" + "\n".join(bad)
+
+
+def test_evaluation_imports_nothing_from_training():
+    assert any((REPO / "fitface/evaluation").rglob("*.py"))
+    bad, read = violations(["fitface/evaluation"], TRAINING)
+    assert not bad, "the evaluation imports from training:\n" + "\n".join(bad)
+    assert (REPO / "models/face_model.py") in _files_of("fitface.models.face_model") and read > 20
+
+
+def test_models_import_nothing_from_evaluation_or_training():
+    bad, _ = violations(["models"], ("fitface.evaluation", "fitface.train", "fitface.cli", "train"))
+    assert not bad, "the models import from above:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("folders, forbidden, expected", [
+    (["train"], ("fitface.evaluation",), "train/trainer.py"),  # the trainer imports the evaluation
+    (["fitface/cli"], TRAINING, "fitface/cli/train.py"),
+])
+def test_the_checker_finds_imports_that_exist(folders, forbidden, expected):
+    bad, _ = violations(folders, forbidden)
+    assert any(b.startswith(expected + ":") for b in bad), bad
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""The proxy evaluation (train/proxy_eval.py): a seconds-long ``fitface evaluate`` for training runs.
+"""The proxy evaluation (fitface/evaluation/proxy.py): a seconds-long ``fitface evaluate`` for
+training runs.
 
 Data: a small synthetic dataset (100 identities, 1,500 samples: 10 test identities; fewer
 identities leave the coefficient regression without skill, R^2 < 0.5), its linear 3DMM (in
@@ -17,12 +18,12 @@ import numpy as np
 import pytest
 import torch
 
-from fitface.train.proxy_eval import PARTS, ProxyConfig, ProxyEvaluator, fit_decoder, row_columns
+from fitface.evaluation.proxy import PARTS, ProxyConfig, ProxyEvaluator, fit_decoder, row_columns
 
 #: Counts of the fast tests (the defaults are sized for the ICT set).
 SMALL = ProxyConfig(captures=3, lambdas=(0.01, 10.0), retarget_pairs=3, coef_n=30, coef_m=15, div_pairs=60,
                     spec_samples=12, spec_max_train=150, steps=150, seed=0)
-#: The documented row keys for SMALL's lambdas (module docstring of train/proxy_eval.py).
+#: The documented row keys for SMALL's lambdas (module docstring of fitface/evaluation/proxy.py).
 KEYS = {"coef_ratio_identity", "coef_ratio_expression", "t2_surface_0.01", "t2_surface_10", "retarget",
         "retarget_no_transfer", "retarget_direct_fit", "div", "div_identity", "div_expression", "specificity",
         "seconds", "ref_div", "ref_div_identity", "ref_div_expression", "ref_no_transfer"}
@@ -38,7 +39,7 @@ IGNORING_RATIO_TOL = 0.15
 def make_evaluator(path, config: ProxyConfig = SMALL, **kwargs) -> ProxyEvaluator:
     """A ProxyEvaluator whose coefficient regressions use :data:`REGRESSION_VERTICES` vertices."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("fitface.train.decoupling.REGRESSION_VERTICES", REGRESSION_VERTICES)
+        mp.setattr("fitface.evaluation.decoupling.REGRESSION_VERTICES", REGRESSION_VERTICES)
         return ProxyEvaluator(path, config=config, **kwargs)
 
 
@@ -54,7 +55,7 @@ def dataset(tmp_path_factory):
 @pytest.fixture(scope="module")
 def linear_model(dataset):
     """The additive linear 3DMM of the dataset (FaceModel, float32, CPU), never saved."""
-    from fitface.train.baseline import build_linear_3dmm
+    from fitface.models.builders.linear import build_linear_3dmm
 
     return build_linear_3dmm(dataset)
 
@@ -284,7 +285,7 @@ def test_ict_dataset_without_its_source_skips_the_captures(ict_path, tmp_path):
     for want of a second test identity)."""
     from fitface.data.format import load_dataset
     from fitface.data.ict import build_ict_dataset
-    from fitface.train.baseline import build_linear_3dmm
+    from fitface.models.builders.linear import build_linear_3dmm
 
     res = build_ict_dataset(ict_path, tmp_path / "ict", identities=10, samples=120, seed=1, narrow=True, workers=0)
     model = build_linear_3dmm(load_dataset(res.path))
@@ -336,7 +337,7 @@ def test_ict_3dmm_proxy_is_near_the_full_evaluation(ict_path, tmp_path):
     near the full evaluation's numbers (minutes: building the set is most of it)."""
     from fitface.data.format import load_dataset
     from fitface.data.ict import build_ict_dataset
-    from fitface.train.baseline import build_linear_3dmm
+    from fitface.models.builders.linear import build_linear_3dmm
 
     res = build_ict_dataset(ict_path, tmp_path / "ict", seed=0, workers=2)
     check_ict_3dmm(res.path, build_linear_3dmm(load_dataset(res.path)), ict_path)

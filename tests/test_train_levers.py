@@ -65,7 +65,7 @@ def test_interaction_penalty_zero_iff_additive():
 
 
 def test_trainer_with_every_lever_runs_and_warm_start_is_the_3dmm(tiny, tmp_path):
-    from fitface.train.baseline import build_linear_3dmm
+    from fitface.models.builders.linear import build_linear_3dmm
 
     tr = Trainer(tiny, load_config("cpu", {**FAST, **LEVERS, "max_steps": 3}), tmp_path / "run")
     lin = build_linear_3dmm(tiny, tr.layout)

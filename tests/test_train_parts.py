@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from fitface.errors import InputError
+from fitface.evaluation.diversity_specificity import (NearestFace, ProgressEvaluator, diversity, mean_vertex_distance,
+                                                      near_training_share, vertex_groups)
 from fitface.models.latent import LatentLayout
 from fitface.train import losses as L
 from fitface.train import sampling as S
 from fitface.train.config import load_config, parse_set, recipe_names
-from fitface.train.metrics import (NearestFace, ProgressEvaluator, diversity, mean_vertex_distance,
-                                   near_training_share, vertex_groups)
 
 RECIPES = ["paper", "cpu", "default_model", "ict", "ablation_no_mesh_reg", "ablation_id_class_only", "ablation_exp_class_only",
            "ablation_no_feature_loss"]

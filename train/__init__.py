@@ -1,11 +1,10 @@
-"""Training and evaluation (installed as ``fitface.train``).
+"""Training the GAN (installed as ``fitface.train``).
 
-Training the GAN: :mod:`.config` (typed config, recipes in ``recipes/``), :mod:`.trainer`,
-:mod:`.losses` (eq. 2-12), :mod:`.sampling` (fixed codes, phases, per-step seeds),
-:mod:`.checkpoint` (pickle-free, exact resume), :mod:`.distributed`, :mod:`.logs`.
+:mod:`.config` (typed config, recipes in ``recipes/``), :mod:`.trainer`, :mod:`.losses`
+(eq. 2-12), :mod:`.sampling` (fixed codes, phases, per-step seeds), :mod:`.checkpoint`
+(pickle-free, exact resume), :mod:`.distributed`, :mod:`.logs`, :mod:`.warm_start` (the
+generator started as the linear 3DMM of :mod:`fitface.models.builders.linear`).
 
-Baseline and evaluation: :mod:`.baseline` (linear 3DMM), :mod:`.metrics` (diversity,
-specificity), :mod:`.resnet` + :mod:`.embedding` + :mod:`.decoupling` (the decoupling metric),
-:mod:`.testsets`, :mod:`.sparse_reconstruction` (Table 2), :mod:`.retargeting_eval`,
-:mod:`.report` (``fitface evaluate``).
+The measurements the trainer logs (diversity, specificity, the proxy evaluation) come from
+:mod:`fitface.evaluation`, which imports nothing from here.
 """

@@ -150,7 +150,7 @@ class TrainConfig:
     #: Also keep a model file of G (the EMA when enabled) every N steps in RUN_DIR/snapshots/
     #: (0 = none): for evaluating a run's history afterwards.
     snapshot_every: int = 0
-    #: Proxy evaluation (:mod:`fitface.train.proxy_eval`) every N steps (0 = off).
+    #: Proxy evaluation (:mod:`fitface.evaluation.proxy`) every N steps (0 = off).
     proxy_every: int = 0
     #: The ICT source (ict_face_light.npz) for the proxy's ground-truth test captures ("" = none).
     proxy_ict_source: str = ""
@@ -177,7 +177,8 @@ class TrainConfig:
     #: A generated face counts as "near the training set" when its mean vertex distance to its
     #: nearest training face is below ``near_ratio`` x its distance to the template (the mean
     #: face): it looks more like some real face than like the average one. An untrained or
-    #: collapsed generator scores 0 (``fitface.train.metrics.near_training_share``).
+    #: collapsed generator scores 0
+    #: (``fitface.evaluation.diversity_specificity.near_training_share``).
     near_ratio: float = 1.0
     #: Held-out (val split) real faces, at most, whose near-training share is logged as the
     #: reference value (0 = none).

@@ -6,7 +6,7 @@ Files in RUN_DIR (written by process rank 0 only):
   whose values the row holds); loss terms, regulariser share, throughput.
 * ``metrics.csv``: one row per metrics evaluation (diversity, specificity, near-training share).
 * ``tensorboard/``: the same scalars (``torch.utils.tensorboard``).
-* ``samples/step_XXXXXXX.png``: grids like the paper's Fig. 3.
+* ``samples/step_XXXXXXX.png``: grids like the paper's Fig. 3 (:func:`fitface.preview.sample_grid`).
 
 Convention: on ``--resume`` from a checkpoint at step ``s`` the CSV rows of steps ``>= s``
 (written after that checkpoint by the interrupted run) are dropped and TensorBoard purges
@@ -99,43 +99,3 @@ class TensorBoardLog:
         if self.writer is not None:
             self.writer.flush()
             self.writer.close()
-
-
-#: Albedo of the rows of a sample grid, in turn: dark grey, light grey, purple.
-ROW_TINTS = ((0.45, 0.45, 0.45), (0.78, 0.78, 0.78), (0.62, 0.45, 0.72))
-
-
-def sample_grid(rows: Sequence[np.ndarray], faces: np.ndarray, cell: int = 128,
-                labels: Sequence[str] | None = None, *, camera=None, background=(0, 0, 0)) -> np.ndarray:
-    """Render rows of meshes and tile them like the paper's Fig. 3 (the training run's grids and
-    the evaluation report's sample figures).
-
-    Args:
-        rows: R arrays (C, V, 3) float of vertex positions (model unit), one block per row
-            (e.g. random samples / shared expression code / shared identity code); row ``i``
-            is rendered with the albedo ``ROW_TINTS[i % 3]``.
-        faces: (F, 3) int.
-        cell: pixel size of one rendering (when ``camera`` is None).
-        labels: optional R row titles, drawn above the row's first cell.
-        camera: one :class:`~fitface.geometry.camera.Camera` for every cell (sizes compare
-            across cells; its size wins over ``cell``); None frames each mesh by itself.
-        background: RGB 0..255 (or one grey value) behind the meshes.
-
-    Returns:
-        (H, W, 3) uint8 RGB grid.
-    """
-    from fitface.geometry.render import render_shaded, tile_images
-
-    images, names = [], []
-    ncols = max(len(r) for r in rows)
-    blank = (cell, cell) if camera is None else (camera.height, camera.width)
-    for i, block in enumerate(rows):
-        for j in range(ncols):
-            if j < len(block):
-                im = render_shaded(np.asarray(block[j], dtype=np.float64), faces, size=cell, camera=camera,
-                                   albedo=ROW_TINTS[i % len(ROW_TINTS)], background=background).image
-            else:
-                im = np.zeros((*blank, 3), np.uint8)
-            images.append(im)
-            names.append((labels[i] if labels is not None and j == 0 else ""))
-    return tile_images(images, labels=names if labels is not None else None, ncols=ncols)

@@ -23,7 +23,7 @@ start from the exact linear 3DMM (:mod:`.warm_start`) with class codes T and cri
 steps; the interaction, cross-projection, identity-subspace and identity-anchor penalties in the
 generator step (code quadruples of :func:`.sampling.interaction_codes`, decoded through :class:`GeneratorPass`);
 an exponential moving average of G (``G_eval``: what metrics, grids, snapshots and the model
-use); bfloat16 autocast on the CPU; the proxy evaluation (:mod:`.proxy_eval`) in metrics.csv.
+use); bfloat16 autocast on the CPU; the proxy evaluation (:mod:`fitface.evaluation.proxy`) in metrics.csv.
 
 The trainer writes valid model files (snapshots, the final model.safetensors) but adds no
 photo-fitting data to them: ``fitface train`` adds the template's mediapipe landmark set to the
@@ -902,7 +902,7 @@ class Trainer:
                ["specificity", "nearest_p10", "nearest_p50", "nearest_p90", "near_share",
                 "mean_face_distance", "heldout_near_share", "heldout_nearest", "template_distance"]
         if self.cfg.proxy_every:
-            from .proxy_eval import ProxyConfig, row_columns
+            from fitface.evaluation.proxy import ProxyConfig, row_columns
 
             cols += [f"proxy_{c}" for c in row_columns(ProxyConfig().lambdas)]
         return cols
@@ -984,7 +984,7 @@ class Trainer:
 
     def _progress_evaluator(self):
         """The :class:`.metrics.ProgressEvaluator` of this run (built on first use)."""
-        from .metrics import ProgressEvaluator
+        from fitface.evaluation.diversity_specificity import ProgressEvaluator
 
         if self._evaluator is None:
             cfg = self.cfg
@@ -1003,7 +1003,7 @@ class Trainer:
 
     def _proxy_row(self, step_done: int, logs: RunLogs) -> dict:
         """The proxy evaluation of G (the EMA when enabled) as ``proxy_*`` columns."""
-        from .proxy_eval import ProxyEvaluator
+        from fitface.evaluation.proxy import ProxyEvaluator
 
         if self._proxy is None:
             self._proxy = ProxyEvaluator(self.data.dataset.path, self.cfg.proxy_ict_source or None)
@@ -1033,8 +1033,7 @@ class Trainer:
         if logs is None:
             return
         from fitface.io.image import write_png
-
-        from .logs import sample_grid
+        from fitface.preview import sample_grid
 
         cfg = self.cfg
         g = torch.Generator().manual_seed(cfg.seed + 777)

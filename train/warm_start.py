@@ -3,8 +3,8 @@
 The generator is ``out(act(fc(z)))`` with ``act`` a LeakyReLU of slope ``a``. For any ``z``,
 ``act(z) - act(-z) = (1 + a) z``, so a hidden layer holding ``[z, -z]`` (2D units) and a last
 layer holding ``[B, -B] / (1 + a)`` gives ``G(z) = B z + b`` *exactly*: G starts as the linear
-model of :mod:`fitface.train.baseline` (the paper's own baseline) and training moves it from
-there. The remaining ``H - 2D`` hidden units keep their random input weights with zero output
+model of :mod:`fitface.models.builders.linear` (the paper's own baseline) and training moves it
+from there. The remaining ``H - 2D`` hidden units keep their random input weights with zero output
 weights, so they add nothing at the start and get gradients at once.
 
 Convention:
@@ -87,7 +87,7 @@ def class_codes(ds, indices: np.ndarray, basis: np.ndarray, mean_face: np.ndarra
     Returns:
         ``{factor: (n_classes, d) float32}``; rows of classes without samples are NaN.
     """
-    from .baseline import _grouped_mean
+    from fitface.models.builders.linear import grouped_mean
 
     live = np.flatnonzero(np.abs(basis).sum(0) > 0)  # (k,) columns the data supports
     out = {}
@@ -101,7 +101,7 @@ def class_codes(ds, indices: np.ndarray, basis: np.ndarray, mean_face: np.ndarra
             present = np.unique(lab[sel])  # (c,)
             row = np.full(f.num_classes, -1, dtype=np.int64)
             row[present] = np.arange(len(present))
-            means = _grouped_mean(ds, indices[sel], row[lab[sel]], len(present))  # (c, 3V)
+            means = grouped_mean(ds, indices[sel], row[lab[sel]], len(present))  # (c, 3V)
             z = np.zeros((len(present), basis.shape[1]))
             z[:, live] = np.linalg.lstsq(basis[:, live], (means - mean_face).T, rcond=None)[0].T
             sl = layout.slice(f.name)
@@ -128,7 +128,7 @@ def linear_warm_start(ds, indices_split: str, layout, template: np.ndarray, log=
     """
     import time
 
-    from .baseline import linear_3dmm_parts
+    from fitface.models.builders.linear import linear_3dmm_parts
 
     t0 = time.perf_counter()
     parts = linear_3dmm_parts(ds, layout, indices_split, progress=log)

@@ -37,7 +37,7 @@ def baseline(data_dir, run_dir, identity_dims, expression_dims, noise_dims, spli
     from fitface.models.latent import NOISE, LatentLayout
     from fitface.landmarks.correspondence import attach_to_model
     from fitface.models.model_file import save_model
-    from fitface.train.baseline import build_linear_3dmm
+    from fitface.models.builders.linear import build_linear_3dmm
 
     rd = Path(run_dir)
     model_path = rd / "model.safetensors"

@@ -76,7 +76,7 @@ def evaluate(models, data_dir, out_dir, n_samples, pairs, decoupling_n, decoupli
     from pathlib import Path
 
     from fitface.errors import InputError
-    from fitface.train.report import EvaluationOptions, run_evaluation
+    from fitface.evaluation.report import EvaluationOptions, run_evaluation
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():

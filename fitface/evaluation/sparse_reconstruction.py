@@ -344,7 +344,7 @@ def run_sparse_reconstruction(models: dict[str, Any], captures, config: SparseCo
 
     Args:
         models: display name -> numpy decoder (:func:`fitface.api.load_fit_model`) or model file.
-        captures: :class:`fitface.train.testsets.TestCaptures` (dataset frame and unit).
+        captures: :class:`fitface.evaluation.heldout_captures.TestCaptures` (dataset frame and unit).
         config: :class:`SparseConfig`.
         log: optional line logger.
 

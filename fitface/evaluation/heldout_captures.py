@@ -283,7 +283,8 @@ def synthetic_test_captures(ds, identities: int | None = None) -> TestCaptures:
     from fitface.data.procedural import recipe_matrix
 
     meta = {"builder": "synthetic", "seed": seed, "identity_source": source, "identity_coefficient_max_diff": diff,
-            "neutral_check_max_mm": check, "expressions": "SYNTHETIC_EXTREME_RECIPES (fitface.train.testsets)",
+            "neutral_check_max_mm": check,
+            "expressions": "SYNTHETIC_EXTREME_RECIPES (fitface.evaluation.heldout_captures)",
             "recipe_overlap_max_cosine": [round(float(x), 4) for x in recipe_overlap(rec, recipe_matrix())],
             "test_identities": [int(i) for i in ids]}
     return TestCaptures(verts, np.asarray(ds.faces, dtype=np.int64), ids[n_i], e_i.astype(np.int64),
@@ -330,7 +331,7 @@ def ict_test_captures(ds, source: str | os.PathLike, identities: int | None = No
     check = _verify_neutrals(ds, ids, neutrals)
     meta = {"builder": "ict", "seed": seed, "source": str(source), "identity_source": src,
             "identity_coefficient_max_diff": diff, "neutral_check_max_mm": check,
-            "expressions": "ICT_EXTREME_RECIPES (fitface.train.testsets)",
+            "expressions": "ICT_EXTREME_RECIPES (fitface.evaluation.heldout_captures)",
             "recipe_overlap_max_cosine": [round(float(x), 4) for x in
                                           recipe_overlap(rec, recipe_matrix(model.expression_names))],
             "test_identities": [int(i) for i in ids]}

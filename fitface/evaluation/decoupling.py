@@ -3,7 +3,7 @@
 Embedder score (paper, §5.3, protocol of its reference [11]): for factor f, draw n random
 codes z_i and faces ``x_i = G(z_i)``; for each, m faces ``y_ij`` that share z_i's block f while
 every other block (other factors and noise) is redrawn. Both are rendered and embedded by the
-dataset's embedder of factor f (:mod:`fitface.train.embedding`); the score is the percentage of
+dataset's embedder of factor f (:mod:`fitface.evaluation.embedder`); the score is the percentage of
 the n x m pairs ``(x_i, y_ij)`` judged "same" (squared embedding distance < the embedder's
 threshold). 100% = changing the other blocks never changes factor f as the embedder sees it.
 
@@ -141,13 +141,13 @@ def decoupling_score(model, dataset_path: str | os.PathLike, factor: str, n: int
         factor: e.g. ``"identity"`` or ``"expression"``.
         n, m: anchors and companions per anchor (paper: 100, 100).
         seed: fixes the codes.
-        embedder: an already loaded :class:`fitface.train.embedding.Embedder` (skips loading).
+        embedder: an already loaded :class:`fitface.evaluation.embedder.Embedder` (skips loading).
         progress: optional ``progress(done, total)`` over the n (1 + m) faces.
 
     Returns:
         :class:`DecouplingResult`.
     """
-    from fitface.train.embedding import load_embedder
+    from fitface.evaluation.embedder import load_embedder
 
     t0 = time.perf_counter()
     _check(model, factor, n, m)

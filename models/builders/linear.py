@@ -220,7 +220,7 @@ def streaming_top_eigs(
     return w[:k].copy(), np.ascontiguousarray(vecs[:, :k]), float(trace), passes
 
 
-def _grouped_mean(ds: Dataset, indices: np.ndarray, groups: np.ndarray, num_groups: int) -> np.ndarray:
+def grouped_mean(ds: Dataset, indices: np.ndarray, groups: np.ndarray, num_groups: int) -> np.ndarray:
     """(G, 3V) float64 mean of ``ds.vertices[indices]`` per group (``groups`` in [0, G)), streamed."""
     nv = ds.num_vertices
     acc = np.zeros((num_groups, 3 * nv))
@@ -292,7 +292,7 @@ def linear_3dmm_parts(
 
     # --- neutrals and identity PCA -----------------------------------------------------
     n_idx = idx[is_neutral]
-    neutrals = _grouped_mean(ds, n_idx, row_of[ident[is_neutral]], len(kept))  # (I, 3V)
+    neutrals = grouped_mean(ds, n_idx, row_of[ident[is_neutral]], len(kept))  # (I, 3V)
     mean, id_pca = identity_pca(neutrals, layout.size("identity"))
     say(f"identity PCA: {len(kept)} identities ({skipped} skipped without a neutral), {id_pca.num_modes} modes")
 

@@ -1,4 +1,8 @@
-"""Training-progress metrics: diversity (§5.3) and exact nearest-training-face distances.
+"""Diversity and specificity (§5.3; Table 1's Div- and Sp. columns) and the training-progress metrics.
+
+Table 1 uses :func:`diversity` and :class:`NearestFace` (:mod:`fitface.evaluation.report`); the
+trainer logs :class:`ProgressEvaluator` (diversity, specificity, near-training share) to
+``metrics.csv``.
 
 Shapes: ``vertices: (n, V, 3) float`` in the model unit (mm); distances in the same unit.
 

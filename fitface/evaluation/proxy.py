@@ -1,4 +1,4 @@
-"""A cheap proxy of ``fitface evaluate`` (:func:`fitface.train.report.run_evaluation`) to watch
+"""A cheap proxy of ``fitface evaluate`` (:func:`fitface.evaluation.report.run_evaluation`) to watch
 a training run by: the same measurements at a fraction of the counts, seconds instead of minutes.
 
 :class:`ProxyEvaluator` is set up once per dataset (coefficient regressors, ground-truth test
@@ -10,38 +10,40 @@ counts (:class:`ProxyConfig`):
 ========================  ====================================================================
 part                      code (full evaluation setting -> proxy default)
 ========================  ====================================================================
-``coefficients``          :func:`fitface.train.decoupling.coefficient_decoupling` with one
-                          :class:`~fitface.train.decoupling.CoefficientRegressor` per factor
+``coefficients``          :func:`fitface.evaluation.decoupling.coefficient_decoupling` with one
+                          :class:`~fitface.evaluation.decoupling.CoefficientRegressor` per factor
                           fitted at set-up (n = m = 100 -> 20)
-``diversity``             :func:`fitface.train.metrics.diversity` (10,000 pairs -> 500)
-``specificity``           :class:`fitface.train.metrics.NearestFace`, exact nearest face
-                          among the training split (1,000 samples among all training faces ->
-                          100 samples among 2,000 evenly spaced training faces)
-``table2``                :func:`fitface.train.sparse_reconstruction.run_sparse_reconstruction`
-                          on test captures of :func:`fitface.train.testsets.build_test_captures`
+``diversity``             :func:`fitface.evaluation.diversity_specificity.diversity` (10,000
+                          pairs -> 500)
+``specificity``           :class:`fitface.evaluation.diversity_specificity.NearestFace`, exact
+                          nearest face among the training split (1,000 samples among all
+                          training faces -> 100 samples among 2,000 evenly spaced training faces)
+``table2``                :func:`fitface.evaluation.sparse_reconstruction.run_sparse_reconstruction`
+                          on test captures of
+                          :func:`fitface.evaluation.heldout_captures.build_test_captures`
                           (144 captures, lambdas 0 / 0.01 / 10 -> 12 captures spread over 2
                           test identities and all 12 extreme expressions, lambdas 0.01 / 10;
                           400 Adam steps as the evaluation)
-``retarget``              :func:`fitface.train.retargeting_eval.run_retargeting` on the grid of
+``retarget``              :func:`fitface.evaluation.retargeting.run_retargeting` on the grid of
                           those 2 test identities (100 pairs -> 10)
 ========================  ====================================================================
 
 Time: on the ICT set (9,409 vertices) nearly all of it is the exact point-to-surface distances
-of Table 2 and retargeting (:class:`~fitface.train.sparse_reconstruction.SurfaceDistance`, about
-0.3 s per fitted mesh on one busy core, more for meshes far from the ground truth such as an
-untrained generator's): ``2 captures + 3 retarget_pairs`` of them per call, the fits themselves
-well under a second. ``__call__(model, parts=...)`` runs a subset of the parts (e.g. the
+of Table 2 and retargeting (:class:`~fitface.evaluation.sparse_reconstruction.SurfaceDistance`,
+about 0.3 s per fitted mesh on one busy core, more for meshes far from the ground truth such as
+an untrained generator's): ``2 captures + 3 retarget_pairs`` of them per call, the fits
+themselves well under a second. ``__call__(model, parts=...)`` runs a subset of the parts (e.g. the
 seconds-long ``coefficients``, ``diversity``, ``specificity``) between full proxy calls.
 
 Use::
 
-    from fitface.train.proxy_eval import ProxyEvaluator
+    from fitface.evaluation.proxy import ProxyEvaluator
     proxy = ProxyEvaluator("data/ict", ict_source="ict_face_light.npz", log=print)  # ~30-50 s, once
     row = proxy(trainer.build_face_model(step)).as_row()                         # a flat dict
 
 Reference values (computed once at set-up, model-independent; ``ref_*`` keys of the row):
     * ``ref_div``, ``ref_div_identity``, ``ref_div_expression``: the training split's diversity
-      from its labels (:func:`fitface.train.report.training_diversity`, the "Training data" row
+      from its labels (:func:`fitface.evaluation.report.training_diversity`, the "Training data" row
       of Table 1), ``div_pairs`` pairs.
     * ``ref_no_transfer``: over the proxy's retargeting pairs (A = (a, x), B = (b, y), GT =
       (b, x)), the surface RMSE of the *ground-truth* mesh of B to the surface of GT (b, x): what
@@ -94,7 +96,7 @@ import numpy as np
 
 from fitface.errors import one_line
 
-#: Expressions per test identity of :func:`fitface.train.testsets.build_test_captures`.
+#: Expressions per test identity of :func:`fitface.evaluation.heldout_captures.build_test_captures`.
 EXPRESSIONS_PER_IDENTITY = 12
 #: Factors whose decoupling / diversity the row reports.
 FACTORS = ("identity", "expression")
@@ -110,9 +112,10 @@ class ProxyConfig:
 
     Attributes:
         captures: Table 2 captures. ``ceil(captures / 12)`` (at least 2) test identities are
-            posed with the 12 extreme expressions (:func:`fitface.train.testsets.build_test_captures`)
-            and ``captures`` of that identity-major grid are taken evenly spaced (12 of 2 x 12:
-            6 expressions of each identity, every expression once; 24: all of them).
+            posed with the 12 extreme expressions
+            (:func:`fitface.evaluation.heldout_captures.build_test_captures`) and ``captures`` of
+            that identity-major grid are taken evenly spaced (12 of 2 x 12: 6 expressions of
+            each identity, every expression once; 24: all of them).
             Retargeting uses the whole grid.
         lambdas: Table 2 weights of eq. 13.
         retarget_pairs: retargeting pairs (lambda 0.01, the evaluation's).
@@ -274,7 +277,8 @@ class ProxyEvaluator:
         reference: the ``ref_*`` values (mm; NaN when not computable).
         skipped: set-up part -> reason it is skipped at every call.
         setup_seconds: set-up part -> wall time (s).
-        captures: the Table 2 :class:`fitface.train.testsets.TestCaptures` (None when skipped);
+        captures: the Table 2 :class:`fitface.evaluation.heldout_captures.TestCaptures` (None when
+            skipped);
             ``retarget_captures``: those of retargeting (the whole posed grid; None when skipped).
 
     Raises:
@@ -310,7 +314,7 @@ class ProxyEvaluator:
             if "specificity" in cfg.parts:
                 self._setup_specificity()
             if "diversity" in cfg.parts:
-                from fitface.train.report import training_diversity
+                from fitface.evaluation.report import training_diversity
 
                 t0 = time.perf_counter()
                 td = training_diversity(ds, int(cfg.div_pairs), int(cfg.seed))
@@ -327,7 +331,7 @@ class ProxyEvaluator:
 
     # ------------------------------------------------------------------ set-up parts
     def _setup_regressors(self) -> None:
-        from fitface.train.decoupling import CoefficientRegressor
+        from fitface.evaluation.decoupling import CoefficientRegressor
 
         t0 = time.perf_counter()
         ds = self.dataset
@@ -345,7 +349,7 @@ class ProxyEvaluator:
     def _setup_specificity(self) -> None:
         import torch
 
-        from fitface.train.metrics import NearestFace, vertex_groups
+        from fitface.evaluation.diversity_specificity import NearestFace, vertex_groups
 
         t0 = time.perf_counter()
         ds, tr = self.dataset, self.dataset.indices("train")
@@ -357,7 +361,7 @@ class ProxyEvaluator:
 
     def _setup_captures(self, ict_source) -> None:
         from fitface.errors import InputError
-        from fitface.train.testsets import build_test_captures
+        from fitface.evaluation.heldout_captures import build_test_captures
 
         cfg = self.config
         t0 = time.perf_counter()
@@ -384,8 +388,8 @@ class ProxyEvaluator:
 
     def _no_transfer_reference(self, caps) -> float:
         """Mean over the retargeting pairs of the surface RMSE (mm) of GT B to GT (b, x)."""
-        from fitface.train.retargeting_eval import draw_pairs
-        from fitface.train.sparse_reconstruction import surface_rmse
+        from fitface.evaluation.retargeting import draw_pairs
+        from fitface.evaluation.sparse_reconstruction import surface_rmse
 
         pairs = draw_pairs(caps, int(self.config.retarget_pairs), int(self.config.seed))
         d = [surface_rmse(caps.vertices[ib], caps.vertices[ig], caps.faces) for _, ib, ig in pairs]
@@ -449,7 +453,7 @@ class ProxyEvaluator:
 
     # ------------------------------------------------------------------ call parts
     def _coefficients(self, model, out: ProxyResult) -> None:
-        from fitface.train.decoupling import coefficient_decoupling
+        from fitface.evaluation.decoupling import coefficient_decoupling
 
         cfg = self.config
         t0 = time.perf_counter()
@@ -466,7 +470,7 @@ class ProxyEvaluator:
     def _diversity(self, model, out: ProxyResult) -> None:
         import torch
 
-        from fitface.train.metrics import diversity
+        from fitface.evaluation.diversity_specificity import diversity
         from fitface.units import scale_between
 
         t0 = time.perf_counter()
@@ -504,7 +508,7 @@ class ProxyEvaluator:
         out.seconds["specificity"] = time.perf_counter() - t0
 
     def _table2(self, dec, out: ProxyResult) -> None:
-        from fitface.train.sparse_reconstruction import SparseConfig, run_sparse_reconstruction
+        from fitface.evaluation.sparse_reconstruction import SparseConfig, run_sparse_reconstruction
 
         cfg = self.config
         t0 = time.perf_counter()
@@ -520,7 +524,7 @@ class ProxyEvaluator:
         out.seconds["table2"] = time.perf_counter() - t0
 
     def _retarget(self, dec, out: ProxyResult) -> None:
-        from fitface.train.retargeting_eval import RetargetConfig, run_retargeting
+        from fitface.evaluation.retargeting import RetargetConfig, run_retargeting
 
         cfg = self.config
         t0 = time.perf_counter()

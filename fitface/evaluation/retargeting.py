@@ -8,7 +8,7 @@ the result is compared with the true mesh of (b, x), which the test set holds (i
 grid of test identities x extreme expressions).
 
 Reported per model (mm, mean over pairs; surface and vertex RMSE as in
-:mod:`fitface.train.sparse_reconstruction`):
+:mod:`fitface.evaluation.sparse_reconstruction`):
     * ``retarget``: the retargeted mesh vs GT (b, x): the number of interest;
     * ``no_transfer``: B's own fit vs GT (b, x): what keeping B's expression costs (a model
       whose retargeting does nothing scores this);
@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fitface.train.sparse_reconstruction import STEPS, SurfaceDistance, check_topology, fit_captures
+from fitface.evaluation.sparse_reconstruction import STEPS, SurfaceDistance, check_topology, fit_captures
 
 #: Default number of (A, B) pairs.
 PAIRS = 100
@@ -125,7 +125,7 @@ def run_retargeting(models: dict[str, Any], captures, config: RetargetConfig | N
 
     Args:
         models: display name -> numpy decoder or model file.
-        captures: :class:`fitface.train.testsets.TestCaptures`.
+        captures: :class:`fitface.evaluation.heldout_captures.TestCaptures`.
         config: :class:`RetargetConfig`.
         log: optional line logger.
     """
@@ -135,7 +135,7 @@ def run_retargeting(models: dict[str, Any], captures, config: RetargetConfig | N
     from fitface.api.inputs import load_fit_model
     from fitface.io.codes import Codes
     from fitface.landmarks.sets import LandmarkSet
-    from fitface.train.sparse_reconstruction import SparseConfig, resolve_landmark_set
+    from fitface.evaluation.sparse_reconstruction import SparseConfig, resolve_landmark_set
     from fitface.units import scale_between
 
     cfg = RetargetConfig() if config is None else config

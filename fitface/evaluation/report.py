@@ -1,18 +1,19 @@
 """The evaluation report (``fitface evaluate``): Table 1, Table 2, retargeting, figures.
 
 * **Table 1** (paper §5.3-5.4) per model: ``Dec-Id``, ``Dec-Exp`` (embedder-judged decoupling,
-  percent, :func:`fitface.train.decoupling.decoupling_score`; n = m = 100), ``Div``, ``Div-Id``,
-  ``Div-Exp`` (mean vertex distance over pairs of generated meshes: independent codes, pairs
-  sharing the identity code, pairs sharing the expression code; 10,000 pairs each,
-  :func:`fitface.train.metrics.diversity`) and ``Sp`` (specificity: mean over 1,000 samples of
-  the mean vertex distance to the nearest training-split face, exact,
-  :class:`fitface.train.metrics.NearestFace`). A "training data" row gives the diversity of the
-  training split from its labels (pairs of random samples / same identity label / same
-  expression label), as the paper does. Datasets with generating coefficients also get the
-  ground-truth coefficient decoupling ratios (:func:`fitface.train.decoupling.coefficient_decoupling`;
-  0 = perfectly decoupled, 1 = not at all; beyond the paper).
-* **Table 2** (§5.5): :mod:`fitface.train.sparse_reconstruction`.
-* **Retargeting** with ground truth: :mod:`fitface.train.retargeting_eval`.
+  percent, :func:`fitface.evaluation.decoupling.decoupling_score`; n = m = 100), ``Div``,
+  ``Div-Id``, ``Div-Exp`` (mean vertex distance over pairs of generated meshes: independent
+  codes, pairs sharing the identity code, pairs sharing the expression code; 10,000 pairs each,
+  :func:`fitface.evaluation.diversity_specificity.diversity`) and ``Sp`` (specificity: mean over
+  1,000 samples of the mean vertex distance to the nearest training-split face, exact,
+  :class:`fitface.evaluation.diversity_specificity.NearestFace`). A "training data" row gives
+  the diversity of the training split from its labels (pairs of random samples / same identity
+  label / same expression label), as the paper does. Datasets with generating coefficients also
+  get the ground-truth coefficient decoupling ratios
+  (:func:`fitface.evaluation.decoupling.coefficient_decoupling`; 0 = perfectly decoupled, 1 = not
+  at all; beyond the paper).
+* **Table 2** (§5.5): :mod:`fitface.evaluation.sparse_reconstruction`.
+* **Retargeting** with ground truth: :mod:`fitface.evaluation.retargeting`.
 * **Figures** (``figures/*.png``): per model a sample grid like the paper's Fig. 3 (rows: random
   samples; a shared expression code with random identities; a shared identity code with
   random expressions); per-vertex error heatmaps of Table 2 (mean surface distance per vertex
@@ -191,7 +192,7 @@ def table1_row(entry: ModelEntry, ds, dataset_path, opts: EvaluationOptions, nea
     import torch
 
     from fitface.models.model_file import load_model
-    from fitface.train.metrics import diversity
+    from fitface.evaluation.diversity_specificity import diversity
     from fitface.units import scale_between
 
     model = load_model(entry.path)
@@ -220,8 +221,8 @@ def table1_row(entry: ModelEntry, ds, dataset_path, opts: EvaluationOptions, nea
     log(f"table 1: {entry.name}: Div {row['div']:.3f}, Div-Id {row['div_id'] or float('nan'):.3f}, "
         f"Div-Exp {row['div_exp'] or float('nan'):.3f}, Sp {row['sp']:.3f} mm")
     # decoupling (embedders) and the coefficient variant
-    from fitface.train.decoupling import coefficient_decoupling, decoupling_score
-    from fitface.train.embedding import embedder_path
+    from fitface.evaluation.decoupling import coefficient_decoupling, decoupling_score
+    from fitface.evaluation.embedder import embedder_path
 
     for factor, key in (("identity", "dec_id"), ("expression", "dec_exp")):
         if factor not in model.layout.factors:
@@ -251,10 +252,10 @@ def table1_row(entry: ModelEntry, ds, dataset_path, opts: EvaluationOptions, nea
 
 
 def samples_figure(entry: ModelEntry, seed: int) -> np.ndarray:
-    """Fig. 3-style grid (:func:`fitface.train.logs.sample_grid`, one camera framed on the
+    """Fig. 3-style grid (:func:`fitface.preview.sample_grid`, one camera framed on the
     template): random samples; a shared expression code; a shared identity code."""
     from fitface.api.inputs import load_fit_model
-    from fitface.train.logs import sample_grid
+    from fitface.preview import sample_grid
 
     dec = load_fit_model(entry.path)
     lay = dec.layout
@@ -294,7 +295,7 @@ def fit_examples_figure(sparse, captures, lam: float) -> tuple[np.ndarray, float
     """Rows: test captures; columns: ground truth, then each model's fit at ``lam`` coloured by
     its per-vertex surface distance to the ground truth."""
     from fitface.geometry.render import tile_images
-    from fitface.train.sparse_reconstruction import SurfaceDistance
+    from fitface.evaluation.sparse_reconstruction import SurfaceDistance
 
     if not sparse.errors:
         return None
@@ -327,7 +328,7 @@ def fit_examples_figure(sparse, captures, lam: float) -> tuple[np.ndarray, float
 def retarget_figure(result, captures) -> tuple[np.ndarray, float] | None:
     """Rows: pairs; columns: A, B, GT (b, x), then each model's retargeted mesh coloured by error."""
     from fitface.geometry.render import tile_images
-    from fitface.train.sparse_reconstruction import SurfaceDistance
+    from fitface.evaluation.sparse_reconstruction import SurfaceDistance
 
     if not result.errors:
         return None
@@ -519,14 +520,14 @@ def run_evaluation(model_paths, data_dir, out_dir, opts: EvaluationOptions | Non
         t0 = time.perf_counter()
         import torch
 
-        from fitface.train.embedding import embedder_path
-        from fitface.train.metrics import NearestFace, vertex_groups
+        from fitface.evaluation.embedder import embedder_path
+        from fitface.evaluation.diversity_specificity import NearestFace, vertex_groups
 
         notes = []
         missing = [f for f in ("identity", "expression")
                    if f in ds.factor_names and not embedder_path(data_dir, f).is_file()]
         if missing and opts.train_embedders:
-            from fitface.train.embedding import train_embedders
+            from fitface.evaluation.embedder_training import train_embedders
 
             say(f"training the decoupling embedders of the dataset ({', '.join(missing)}) ...")
             t1 = time.perf_counter()
@@ -556,7 +557,7 @@ def run_evaluation(model_paths, data_dir, out_dir, opts: EvaluationOptions | Non
     # ---- test captures, Table 2, retargeting
     want2, wantr = "table2" not in opts.skip, "retarget" not in opts.skip
     if want2 or wantr:
-        from fitface.train.testsets import build_test_captures
+        from fitface.evaluation.heldout_captures import build_test_captures
 
         t0 = time.perf_counter()
         n_expr = 12
@@ -569,7 +570,7 @@ def run_evaluation(model_paths, data_dir, out_dir, opts: EvaluationOptions | Non
             f"expressions) in {timings['test_captures']:.1f} s")
         models = {e.name: load_fit_model(e.path) for e in entries}
         if want2:
-            from fitface.train.sparse_reconstruction import SparseConfig, run_sparse_reconstruction
+            from fitface.evaluation.sparse_reconstruction import SparseConfig, run_sparse_reconstruction
 
             t0 = time.perf_counter()
             sub = caps if opts.test_captures is None else caps.subset(slice(0, int(opts.test_captures)))
@@ -587,7 +588,7 @@ def run_evaluation(model_paths, data_dir, out_dir, opts: EvaluationOptions | Non
                 if ex is not None:
                     figure("table2_examples.png", f"Table 2 fits at λ = {mid:g} (GT, then each model)", *ex)
         if wantr:
-            from fitface.train.retargeting_eval import RetargetConfig, run_retargeting
+            from fitface.evaluation.retargeting import RetargetConfig, run_retargeting
 
             t0 = time.perf_counter()
             rcfg = RetargetConfig(pairs=int(opts.retarget_pairs), steps=int(opts.steps), seed=int(opts.seed))
