@@ -21,6 +21,7 @@ demo: install
 	$(VENV)/bin/fitface demo -o fitface-demo
 
 test: install
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 test-slow: install

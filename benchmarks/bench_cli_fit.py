@@ -29,14 +29,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import ICT_NPZ, machine
 
 from fitface.api.inputs import DEFAULT_LAMBDA
-from common import ICT_NPZ, machine
 
 
 def build_model(path: Path) -> str:
     """Write the benchmark model; returns a description of its template."""
     import torch
+
     from fitface.landmarks.sets import LandmarkSet
     from fitface.models.face_model import FaceModel
     from fitface.models.generator import Generator

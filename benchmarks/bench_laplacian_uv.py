@@ -16,8 +16,6 @@ import numpy as np
 from common import ICT_NPZ, median_ms
 
 
-
-
 def main() -> None:
     import torch
 

@@ -15,8 +15,6 @@ import numpy as np
 from common import ICT_NPZ, median_ms
 
 
-
-
 def _grid(n: int):
     xs = np.linspace(0.0, 1.0, n + 1)
     gx, gy = np.meshgrid(xs, xs)

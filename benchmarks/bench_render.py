@@ -13,8 +13,6 @@ import numpy as np
 from common import ICT_NPZ, median_ms
 
 
-
-
 def main() -> None:
     import trimesh
 

@@ -58,8 +58,8 @@ def main() -> None:
 
     from fitface.data.format import load_dataset
     from fitface.errors import InputError, one_line
-    from fitface.models.model_file import load_model
     from fitface.evaluation.decoupling import CoefficientRegressor
+    from fitface.models.model_file import load_model
 
     torch.set_num_threads(1)
     try:

@@ -15,8 +15,8 @@ in parentheses) and the retargeting table, with each evaluation's wall time.
 from __future__ import annotations
 
 import argparse
-import sys
 import json
+import sys
 from pathlib import Path
 
 #: Options that must agree between the merged reports.

@@ -46,9 +46,9 @@ def main() -> None:
 
     from fitface.api.inputs import one_line
     from fitface.errors import InputError
-    from fitface.models.model_file import load_model, save_model
     from fitface.evaluation.decoupling import decoupling_score
     from fitface.evaluation.embedder import load_embedder
+    from fitface.models.model_file import load_model, save_model
 
     torch.set_num_threads(args.threads)
     try:

@@ -189,8 +189,7 @@ def run_demo(
 def _procedural_demo(out: Path, dec, seed: int, expression: str, progress) -> DemoResult:
     """The demo on procedural faces built on the fly (see the module docstring)."""
     from fitface.data.emotions import EMOTIONS
-    from fitface.data.procedural import NUM_IDENTITY_PARAMS, apply_actions, neutral_faces, recipe_matrix
-    from fitface.data.procedural import template_mesh
+    from fitface.data.procedural import NUM_IDENTITY_PARAMS, apply_actions, neutral_faces, recipe_matrix, template_mesh
     from fitface.errors import InputError
     from fitface.geometry.camera import rotation_yaw_pitch
     from fitface.io.landmarks import save_landmarks

@@ -296,9 +296,8 @@ def multiview_landmarks(
     Raises:
         NoFaceError: no face in any view. ValueError: bad arrays.
     """
-    from fitface.landmarks.mediapipe_mesh import FaceMeshDetector
-
     from fitface.geometry.camera import rotation_yaw_pitch
+    from fitface.landmarks.mediapipe_mesh import FaceMeshDetector
 
     v = np.asarray(vertices, dtype=np.float64)
     f = np.asarray(faces, dtype=np.int64)

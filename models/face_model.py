@@ -26,10 +26,10 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-from fitface.landmarks.sets import LandmarkSet
 from torch import nn
 
 from fitface.checks import check_face_index, check_faces, check_shape
+from fitface.landmarks.sets import LandmarkSet
 from fitface.units import check_unit
 
 from .latent import LatentLayout

@@ -258,6 +258,7 @@ def load_model(
         InputError: with a one-line message naming the file (see :func:`read_model_file`).
     """
     import torch
+
     from fitface.landmarks.sets import LandmarkSet
 
     from .face_model import FaceModel

@@ -79,9 +79,9 @@ def partial_noisy_scan(truth_mm: np.ndarray, faces: np.ndarray, rng: np.random.G
 def main(argv: list[str] | None = None) -> int:
     from fitface.data.format import load_dataset
     from fitface.errors import InputError
+    from fitface.evaluation.heldout_captures import _neutral_sample, build_test_captures
     from fitface.geometry.camera import rotation_yaw_pitch
     from fitface.io.atomic import atomic_path
-    from fitface.evaluation.heldout_captures import _neutral_sample, build_test_captures
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, type=Path, help="the ICT dataset (fitface data ict)")

@@ -67,3 +67,20 @@ def no_builtin_models(tmp_path, monkeypatch) -> Path:
     empty.mkdir()
     monkeypatch.setattr(registry, "MODELS_DIR", empty)
     return empty
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    """A small float64 synthetic MLP decoder with a 30-landmark set "lm" (fitting tests)."""
+    from fitface.fitting.decoder import synthetic_mlp_decoder
+
+    return synthetic_mlp_decoder(grid=16, latent=(6, 4, 2), hidden=48, seed=0, dtype=np.float64, landmarks=30)
+
+
+@pytest.fixture(scope="module")
+def linear(mlp):
+    """A random linear decoder on :func:`mlp`'s template and landmark sets (fitting tests)."""
+    from fitface.fitting.decoder import LinearDecoder
+
+    basis = np.random.default_rng(1).normal(size=(3 * mlp.num_vertices, 10)) * 3.0
+    return LinearDecoder(mlp.template, basis, mlp.faces, landmark_sets=mlp.landmark_sets)

@@ -35,13 +35,13 @@ def build_fit_model(path: Path, seed: int = 0, scale: float = 0.03) -> Path:
     field of ~3 mm standard deviation (face-like), not per-vertex noise.
     """
     import torch
+
+    from fitface.data.procedural import template_mesh, template_vertices
+    from fitface.geometry.parameterization import harmonic_uv
     from fitface.models.face_model import FaceModel
     from fitface.models.generator import Generator
     from fitface.models.latent import PAPER_LAYOUT
     from fitface.models.model_file import save_model
-
-    from fitface.data.procedural import template_mesh, template_vertices
-    from fitface.geometry.parameterization import harmonic_uv
 
     tpl = template_mesh()
     v = template_vertices()
@@ -96,6 +96,7 @@ def synthetic_capture(model_path: Path, seed: int = 1, scale: float = 1.0):
 def small_model(path, scale: float = 1e-3):
     """A model file on the procedural template with a small random generator (plumbing tests)."""
     import torch
+
     from fitface.models.face_model import FaceModel
     from fitface.models.generator import Generator
     from fitface.models.latent import LatentLayout

@@ -253,9 +253,8 @@ def test_interpolate_endpoints_and_factorwise(model_path, tmp_path):
 
 
 def test_add_landmark_set_vertex_and_bary_files(model_path, tmp_path):
-    from fitface.models.model_file import file_model_id, load_model
-
     from fitface.api import add_landmark_set, load_fit_model
+    from fitface.models.model_file import file_model_id, load_model
 
     dec = load_fit_model(model_path)
     (tmp_path / "v.txt").write_text("# three vertices\n0\n10\n\n20\n")

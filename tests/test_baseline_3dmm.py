@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fitface.models.latent import PAPER_LAYOUT, LatentLayout
 
 import fitface
 from fitface.errors import InputError
+from fitface.models.latent import PAPER_LAYOUT, LatentLayout
 
 #: Landmark RMS (mm) a fit of a training sample's exact ibug68 landmarks must reach. Measured:
 #: 0.008-0.07 mm (the 80 modes represent training samples to ~0.1 mm); 0.3 mm is the bound of
@@ -57,8 +57,8 @@ def parts(dataset):
 
 @pytest.fixture(scope="module")
 def model_file(dataset, tmp_path_factory) -> Path:
-    from fitface.models.model_file import save_model
     from fitface.models.builders.linear import build_linear_3dmm
+    from fitface.models.model_file import save_model
 
     model = build_linear_3dmm(dataset)
     path = tmp_path_factory.mktemp("bl_model") / "baseline.safetensors"
@@ -139,9 +139,8 @@ def test_zero_code_decodes_the_mean_neutral(dataset, model_file):
 
 
 def test_torch_and_numpy_decoders_agree(model_file):
-    from fitface.models.model_file import file_model_id, load_model
-
     from fitface.fitting.decoder import LinearDecoder, load_decoder
+    from fitface.models.model_file import file_model_id, load_model
 
     m = load_model(model_file)
     dec = load_decoder(model_file)
@@ -273,10 +272,10 @@ def test_fit_retarget_and_sample_work_like_on_a_gan_file(dataset, model_file, tm
 
 # ------------------------------------------------------------------------------ model files
 def test_model_file_kind_validation(model_file, tmp_path):
-    from fitface.models.model_file import METADATA_KEY, load_model, read_metadata
     from safetensors.numpy import load_file, save_file
 
     from fitface.fitting.decoder import load_decoder
+    from fitface.models.model_file import METADATA_KEY, load_model, read_metadata
 
     doc = read_metadata(model_file)
     tensors = load_file(str(model_file))
@@ -301,10 +300,9 @@ def test_model_file_kind_validation(model_file, tmp_path):
 
 
 def test_half_storage_round_trip(dataset, tmp_path):
-    from fitface.models.model_file import load_model, save_model
-    from fitface.models.builders.linear import build_linear_3dmm
-
     from fitface.fitting.decoder import load_decoder
+    from fitface.models.builders.linear import build_linear_3dmm
+    from fitface.models.model_file import load_model, save_model
 
     small = LatentLayout((("identity", 4), ("expression", 3)))
     m = build_linear_3dmm(dataset, layout=small)
@@ -362,11 +360,10 @@ def test_cli_baseline_writes_model_and_report(dataset, tmp_path):
 # ------------------------------------------------------------------------------ ICT data
 def test_ict_baseline(ict_path, tmp_path):
     """On the realistic ICT-based dataset: z = 0 is the mean neutral, training samples fit."""
-    from fitface.models.model_file import save_model
-    from fitface.models.builders.linear import build_linear_3dmm
-
     from fitface.data.format import load_dataset
     from fitface.data.ict import build_ict_dataset
+    from fitface.models.builders.linear import build_linear_3dmm
+    from fitface.models.model_file import save_model
 
     ds = load_dataset(build_ict_dataset(ict_path, tmp_path / "ict", identities=30, samples=1500, seed=0).path)
     m = build_linear_3dmm(ds)

@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 import torch
 
-from fitface.models.face_model import FaceModel
-from fitface.models.latent import LatentLayout
-from fitface.models.linear import LinearGenerator
 from fitface.evaluation.decoupling import (
     CoefficientRegressor,
     coefficient_decoupling,
     decoupling_score,
     paired_codes,
 )
+from fitface.models.face_model import FaceModel
+from fitface.models.latent import LatentLayout
+from fitface.models.linear import LinearGenerator
 
 LAYOUT = LatentLayout((("identity", 8), ("expression", 6), ("noise", 4)))
 TINY = dict(input_size=32, width=0.125, steps=60, shift=1, max_pairs=5000)

@@ -35,8 +35,8 @@ def dataset(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def baseline_file(dataset, tmp_path_factory) -> Path:
-    from fitface.models.model_file import save_model
     from fitface.models.builders.linear import build_linear_3dmm
+    from fitface.models.model_file import save_model
 
     path = tmp_path_factory.mktemp("ev_model") / "model.safetensors"
     save_model(path, build_linear_3dmm(dataset), data_fingerprint=dataset.fingerprint)
@@ -130,9 +130,9 @@ def test_test_captures_refuse_imported_datasets(dataset, monkeypatch):
 # ------------------------------------------------------------------------------ Table 2
 def test_a_model_of_the_ground_truth_reconstructs_it_exactly(captures):
     """A LinearDecoder spanned by the captures' own PCA represents them exactly: ~0 error at lambda 0."""
+    from fitface.evaluation.sparse_reconstruction import SparseConfig, run_sparse_reconstruction
     from fitface.fitting.decoder import LinearDecoder
     from fitface.models.latent import LatentLayout
-    from fitface.evaluation.sparse_reconstruction import SparseConfig, run_sparse_reconstruction
 
     sub = captures.subset(np.arange(5))
     x = sub.vertices.reshape(5, -1)

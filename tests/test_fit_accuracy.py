@@ -85,8 +85,8 @@ def _ict_accuracy(ict_path, tmp_path, cfg):
     from fitface.data.format import load_dataset
     from fitface.data.ict import build_ict_dataset
     from fitface.fitting.decoder import load_decoder
-    from fitface.models.model_file import save_model
     from fitface.models.builders.linear import build_linear_3dmm
+    from fitface.models.model_file import save_model
 
     ds = load_dataset(build_ict_dataset(ict_path, tmp_path / "ict", identities=cfg["identities"],
                                         samples=cfg["samples"], seed=0).path)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_landmark_fit import linear, mlp  # noqa: F401 (the same module fixtures)
 
 from fitface.fitting.fit_loop import DataTerm, run_fit_loop
 from fitface.fitting.landmark_fit import FitConfig, LandmarkTerm

@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from input_checks import assert_one_line_naming
 
 from fitface.errors import InputError
-from input_checks import assert_one_line_naming
 from fitface.io.codes import Codes, read_codes, write_codes
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from input_checks import assert_corruptions_raise_only_input_error, assert_one_line_naming
 
 from fitface.errors import InputError
-from input_checks import assert_corruptions_raise_only_input_error, assert_one_line_naming
 from fitface.io.landmarks import LANDMARK_SUFFIXES, Landmarks, load_landmarks, read_landmarks, save_landmarks
 
 DATA = Path(__file__).parent / "data"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from fitface.fitting.decoder import LinearDecoder, load_decoder, synthetic_mlp_decoder
+from fitface.fitting.decoder import load_decoder
 from fitface.fitting.landmark_fit import FitConfig, fit_landmarks
 from fitface.fitting.projection_fit import fit_landmarks_2d
 from fitface.fitting.similarity import Similarity
@@ -23,17 +23,6 @@ def random_similarity(b: int, seed: int) -> Similarity:
     rng = np.random.default_rng(seed)
     return Similarity(10 ** rng.uniform(-3, 1, b), Rotation.random(b, random_state=seed).as_matrix(),
                       rng.normal(size=(b, 3)) * 5 * 10 ** rng.uniform(-3, 1, (b, 1)))
-
-
-@pytest.fixture(scope="module")
-def mlp():
-    return synthetic_mlp_decoder(grid=16, latent=(6, 4, 2), hidden=48, seed=0, dtype=np.float64, landmarks=30)
-
-
-@pytest.fixture(scope="module")
-def linear(mlp):
-    basis = np.random.default_rng(1).normal(size=(3 * mlp.num_vertices, 10)) * 3.0
-    return LinearDecoder(mlp.template, basis, mlp.faces, landmark_sets=mlp.landmark_sets)
 
 
 def make_targets(dec, b, seed, scale_range=True):

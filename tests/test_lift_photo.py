@@ -16,14 +16,6 @@ import pytest
 
 pytest.importorskip("mediapipe")
 
-from fitface.landmarks.correspondence import build_mediapipe_set
-from fitface.landmarks.lift_photo import lift_photo, photo_frame
-from fitface.landmarks.photo_fit import (
-    PHOTO_LAMBDA,
-    estimate_orthographic,
-    fit_photo,
-    fit_photo_points,
-)
 from model_builders import small_model
 
 from fitface.cli import main
@@ -41,6 +33,14 @@ from fitface.fitting.similarity import umeyama
 from fitface.geometry.camera import frame_mesh
 from fitface.geometry.render import render_shaded
 from fitface.io.image import write_png
+from fitface.landmarks.correspondence import build_mediapipe_set
+from fitface.landmarks.lift_photo import lift_photo, photo_frame
+from fitface.landmarks.photo_fit import (
+    PHOTO_LAMBDA,
+    estimate_orthographic,
+    fit_photo,
+    fit_photo_points,
+)
 
 #: Vertex RMSE bound (mm) of the 2D photo fit on rendered held-out procedural faces (see module doc).
 PHOTO_RMSE_MM = 5.0

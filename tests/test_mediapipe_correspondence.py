@@ -7,6 +7,13 @@ import pytest
 
 pytest.importorskip("mediapipe")
 
+from model_builders import small_model
+
+from fitface.cli import main
+from fitface.data.procedural import template_mesh, template_vertices
+from fitface.errors import InputError
+from fitface.geometry.camera import frame_mesh
+from fitface.geometry.render import render_shaded
 from fitface.landmarks import mediapipe_points as mpp
 from fitface.landmarks.correspondence import (
     INDICES_KEY,
@@ -16,13 +23,6 @@ from fitface.landmarks.correspondence import (
 )
 from fitface.landmarks.mediapipe_mesh import FaceMeshDetector, detect_faces
 from fitface.models.model_file import add_landmark_set, read_metadata
-from model_builders import small_model
-
-from fitface.cli import main
-from fitface.data.procedural import template_mesh, template_vertices
-from fitface.errors import InputError
-from fitface.geometry.camera import frame_mesh
-from fitface.geometry.render import render_shaded
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from model_builders import grid_mesh
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+import fitface
+from fitface.errors import InputError
 from fitface.landmarks.sets import LandmarkSet
 from fitface.models.discriminator import Discriminator
 from fitface.models.face_model import FaceModel
@@ -28,12 +34,6 @@ from fitface.models.model_file import (
     read_metadata,
     save_model,
 )
-from model_builders import grid_mesh
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
-
-import fitface
-from fitface.errors import InputError
 
 
 def make_model(n: int = 12) -> FaceModel:

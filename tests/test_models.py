@@ -8,13 +8,13 @@ import re
 import numpy as np
 import pytest
 import torch
+from model_builders import grid_mesh
+
 from fitface.landmarks.sets import LandmarkSet
 from fitface.models.discriminator import Discriminator, DiscriminatorOutput
 from fitface.models.face_model import FaceModel
 from fitface.models.generator import Generator
 from fitface.models.latent import PAPER_LAYOUT, LatentLayout
-from model_builders import grid_mesh
-
 from fitface.tolerances import dtype_rtol
 
 #: Number of template vertices in the paper (§5.1).

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 MAPPED = {"fitface": "fitface", "fitface.models": "models", "fitface.train": "train", "fitface.landmarks": "landmarks"}

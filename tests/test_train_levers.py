@@ -3,7 +3,6 @@ penalty, the weight average (EMA), the critic warm-up and bfloat16 autocast on t
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch

@@ -10,8 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from fitface.errors import InputError
-from fitface.evaluation.diversity_specificity import (NearestFace, ProgressEvaluator, diversity, mean_vertex_distance,
-                                                      near_training_share, vertex_groups)
+from fitface.evaluation.diversity_specificity import (
+    NearestFace,
+    ProgressEvaluator,
+    diversity,
+    mean_vertex_distance,
+    near_training_share,
+    vertex_groups,
+)
 from fitface.models.latent import LatentLayout
 from fitface.train import losses as L
 from fitface.train import sampling as S

@@ -97,9 +97,9 @@ def wrap_ddp(module: torch.nn.Module, ctx: DistContext, device: torch.device,
     """
     if not ctx.enabled:
         return module
-    from torch.nn.parallel import DistributedDataParallel
-
     import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index if device.index is not None else ctx.local_rank] if device.type == "cuda" else None
     # the networks' buffers are constants: no sync before each forward (the keyword was renamed)

@@ -56,10 +56,20 @@ from . import losses as L
 from .checkpoint import CHECKPOINT_FILE, Checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import DistContext, average_scalars, barrier, init_distributed, wrap_ddp
+from .sampling import (
+    LabelSampler,
+    fixed_codes,
+    interaction_codes,
+    phase_batch,
+    phase_factor,
+    random_batch,
+    real_batch_indices,
+    shared_code_batch,
+    torch_generator,
+)
+
 if TYPE_CHECKING:
     from fitface.models.discriminator import Discriminator
-from .sampling import (LabelSampler, fixed_codes, interaction_codes, phase_batch, phase_factor, random_batch,
-                       real_batch_indices, shared_code_batch, torch_generator)
 
 #: Training splits up to this many bytes of displacements are held in RAM as one tensor (the
 #: full ICT training split is 2.7 GB; gathering its batches from the memory map instead cost a

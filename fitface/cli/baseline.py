@@ -34,10 +34,10 @@ def baseline(data_dir, run_dir, identity_dims, expression_dims, noise_dims, spli
     from fitface.data.format import load_dataset
     from fitface.errors import InputError
     from fitface.io.atomic import write_text
-    from fitface.models.latent import NOISE, LatentLayout
     from fitface.landmarks.correspondence import attach_to_model
-    from fitface.models.model_file import save_model
     from fitface.models.builders.linear import build_linear_3dmm
+    from fitface.models.latent import NOISE, LatentLayout
+    from fitface.models.model_file import save_model
 
     rd = Path(run_dir)
     model_path = rd / "model.safetensors"

@@ -267,7 +267,7 @@ def import_meshes(
     """
     from tqdm import tqdm
 
-    from fitface.data.format import DatasetWriter, META_FILE, is_replaceable
+    from fitface.data.format import META_FILE, DatasetWriter, is_replaceable
     from fitface.io.mesh import load_mesh
 
     mesh_dir, labels_csv, out_dir = Path(mesh_dir), Path(labels_csv), Path(out_dir)

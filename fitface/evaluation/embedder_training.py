@@ -37,8 +37,13 @@ import torch
 from fitface.evaluation.embedder import Embedder, embedder_path, save_embedder
 from fitface.evaluation.embedder_network import ResNet18Embedder, images_to_tensor
 from fitface.evaluation.embedder_rendering import EMBEDDER_DIR, RenderCache, RenderSettings, dataset_camera
-from fitface.evaluation.embedder_verification import (MAX_FAR, TRIPLET_MARGIN, balanced_pairs, select_threshold,
-                                                      triplet_loss)
+from fitface.evaluation.embedder_verification import (
+    MAX_FAR,
+    TRIPLET_MARGIN,
+    balanced_pairs,
+    select_threshold,
+    triplet_loss,
+)
 
 SUMMARY_FILE = "embedders.json"
 

@@ -191,8 +191,8 @@ def table1_row(entry: ModelEntry, ds, dataset_path, opts: EvaluationOptions, nea
     """Table 1 numbers of one model (see the module docstring); missing parts get a note."""
     import torch
 
-    from fitface.models.model_file import load_model
     from fitface.evaluation.diversity_specificity import diversity
+    from fitface.models.model_file import load_model
     from fitface.units import scale_between
 
     model = load_model(entry.path)
@@ -294,8 +294,8 @@ def _add_error_tiles(tiles: list, labels: list, row, faces, cam, scale: float) -
 def fit_examples_figure(sparse, captures, lam: float) -> tuple[np.ndarray, float] | None:
     """Rows: test captures; columns: ground truth, then each model's fit at ``lam`` coloured by
     its per-vertex surface distance to the ground truth."""
-    from fitface.geometry.render import tile_images
     from fitface.evaluation.sparse_reconstruction import SurfaceDistance
+    from fitface.geometry.render import tile_images
 
     if not sparse.errors:
         return None
@@ -327,8 +327,8 @@ def fit_examples_figure(sparse, captures, lam: float) -> tuple[np.ndarray, float
 
 def retarget_figure(result, captures) -> tuple[np.ndarray, float] | None:
     """Rows: pairs; columns: A, B, GT (b, x), then each model's retargeted mesh coloured by error."""
-    from fitface.geometry.render import tile_images
     from fitface.evaluation.sparse_reconstruction import SurfaceDistance
+    from fitface.geometry.render import tile_images
 
     if not result.errors:
         return None
@@ -520,8 +520,8 @@ def run_evaluation(model_paths, data_dir, out_dir, opts: EvaluationOptions | Non
         t0 = time.perf_counter()
         import torch
 
-        from fitface.evaluation.embedder import embedder_path
         from fitface.evaluation.diversity_specificity import NearestFace, vertex_groups
+        from fitface.evaluation.embedder import embedder_path
 
         notes = []
         missing = [f for f in ("identity", "expression")

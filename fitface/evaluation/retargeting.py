@@ -133,9 +133,9 @@ def run_retargeting(models: dict[str, Any], captures, config: RetargetConfig | N
 
     from fitface.api import retarget
     from fitface.api.inputs import load_fit_model
+    from fitface.evaluation.sparse_reconstruction import SparseConfig, resolve_landmark_set
     from fitface.io.codes import Codes
     from fitface.landmarks.sets import LandmarkSet
-    from fitface.evaluation.sparse_reconstruction import SparseConfig, resolve_landmark_set
     from fitface.units import scale_between
 
     cfg = RetargetConfig() if config is None else config

@@ -44,8 +44,8 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 
 from fitface.errors import InputError, one_line
-from fitface.io.files import read_input_bytes
 from fitface.io.atomic import atomic_path, write_text
+from fitface.io.files import read_input_bytes
 from fitface.units import UNITS
 
 #: Suffixes read and written (lower case); others are sniffed on reading.

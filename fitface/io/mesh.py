@@ -35,8 +35,8 @@ import numpy as np
 
 from fitface.checks import check_faces, check_finite, check_shape
 from fitface.errors import InputError, one_line
-from fitface.io.files import read_input_bytes
 from fitface.io.atomic import atomic_path
+from fitface.io.files import read_input_bytes
 
 #: Suffixes :func:`load_mesh` reads and :func:`save_mesh` writes (lower case).
 MESH_SUFFIXES = (".ply", ".obj", ".off", ".stl")

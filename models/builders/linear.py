@@ -42,14 +42,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from fitface.models.latent import PAPER_LAYOUT, LatentLayout
 
 from fitface.errors import InputError
+from fitface.models.latent import PAPER_LAYOUT, LatentLayout
 
 if TYPE_CHECKING:  # pragma: no cover
-    from fitface.models.face_model import FaceModel
-
     from fitface.data.format import Dataset
+    from fitface.models.face_model import FaceModel
 
 #: Expression class whose samples are the identity's neutral face.
 NEUTRAL_CLASS = "neutral"
@@ -369,11 +368,11 @@ def build_linear_3dmm(
         InputError / ValueError: see :func:`linear_3dmm_parts`.
     """
     import torch
-    from fitface.models.face_model import FaceModel
-    from fitface.models.linear import LinearGenerator
 
     from fitface.data.format import load_dataset
     from fitface.geometry.parameterization import harmonic_uv
+    from fitface.models.face_model import FaceModel
+    from fitface.models.linear import LinearGenerator
 
     ds = dataset if hasattr(dataset, "vertices") else load_dataset(dataset)
     parts = linear_3dmm_parts(ds, layout, split, progress)
