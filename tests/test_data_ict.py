@@ -13,9 +13,9 @@ from fitface.data.format import load_dataset
 from fitface.data.ict import (
     ICT_IBUG68,
     NARROW_FACE_VERTEX_COUNT,
+    blendshape_recipe_matrix,
     build_ict_dataset,
     load_ict,
-    recipe_matrix,
     transferred_deltas,
 )
 from fitface.data.plan import POSED, STATIC
@@ -117,7 +117,7 @@ def test_expressions_are_identity_dependent(model):
 def test_emotion_peaks_move_the_face(small):
     _, ds = small
     static = ds.extras["part"] == STATIC
-    rec = recipe_matrix(ds.coefficient_names["expression"]) if hasattr(ds, "coefficient_names") else None
+    rec = blendshape_recipe_matrix(ds.coefficient_names["expression"]) if hasattr(ds, "coefficient_names") else None
     for e in range(1, len(EMOTIONS)):
         rows = np.flatnonzero(static & (ds.label("expression") == e))
         assert len(rows) > 0

@@ -306,7 +306,7 @@ def restrict_vertices(vertex_count: int, faces: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
-def recipe_matrix(expression_names: tuple[str, ...] | list[str]) -> np.ndarray:
+def blendshape_recipe_matrix(expression_names: tuple[str, ...] | list[str]) -> np.ndarray:
     """(7, K) float64 blendshape weights of each emotion at full intensity (rows in ``EMOTIONS`` order):
     :data:`EMOTION_RECIPES` through :data:`AU_BLENDSHAPES` onto the source's K blendshapes
     (:func:`fitface.data.emotions.recipe_weights`; the procedural face's
@@ -354,7 +354,7 @@ def expression_coefficients(
 
     Args:
         plan: the sampling plan; ``rows`` selects one identity's contiguous block.
-        recipes: (7, K) from :func:`recipe_matrix`.
+        recipes: (7, K) from :func:`blendshape_recipe_matrix`.
         units: from :func:`mixture_units`.
         style_rng, sample_rng: the identity's random streams.
 
@@ -524,7 +524,7 @@ def build_ict_dataset(
     identities, samples, seed = int(identities), int(samples), int(seed)
     check_build_sizes(identities, samples, seed)
     model = load_ict(source)
-    recipes = recipe_matrix(model.expression_names)
+    recipes = blendshape_recipe_matrix(model.expression_names)
     units = mixture_units(model.expression_names)
 
     keep = model.narrow_vertex_count if narrow else len(model.neutral)

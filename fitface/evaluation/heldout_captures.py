@@ -302,7 +302,7 @@ def ict_test_captures(ds, source: str | os.PathLike, identities: int | None = No
         progress: optional ``progress(done, total)`` after each identity (one deformation
             transfer each).
     """
-    from fitface.data.ict import _IDENTITY, ExpressionTransfer, load_ict, recipe_matrix, single_threaded_blas
+    from fitface.data.ict import _IDENTITY, ExpressionTransfer, blendshape_recipe_matrix, load_ict, single_threaded_blas
 
     info = ds.info
     seed = int(info["seed"])
@@ -333,7 +333,7 @@ def ict_test_captures(ds, source: str | os.PathLike, identities: int | None = No
             "identity_coefficient_max_diff": diff, "neutral_check_max_mm": check,
             "expressions": "ICT_EXTREME_RECIPES (fitface.evaluation.heldout_captures)",
             "recipe_overlap_max_cosine": [round(float(x), 4) for x in
-                                          recipe_overlap(rec, recipe_matrix(model.expression_names))],
+                                          recipe_overlap(rec, blendshape_recipe_matrix(model.expression_names))],
             "test_identities": [int(i) for i in ids]}
     return TestCaptures(verts, np.asarray(ds.faces, dtype=np.int64), np.repeat(ids, ne),
                         np.tile(np.arange(ne), len(ids)).astype(np.int64), tuple(ICT_EXTREME_RECIPES), rec,

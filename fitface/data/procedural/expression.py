@@ -72,7 +72,7 @@ def recipe_matrix(recipes: dict[str, dict[str, float]] | None = None) -> np.ndar
     ``"AU12"``, one action each; :func:`fitface.data.emotions.recipe_weights`); by default the
     seven emotions: (7, NUM_ACTIONS), row k the full-intensity action vector of ``EMOTIONS[k]``.
 
-    The ICT builder's :func:`fitface.data.ict.recipe_matrix` is the same over an ICT model's
+    The ICT builder's :func:`fitface.data.ict.blendshape_recipe_matrix` is the same over an ICT model's
     blendshapes (an AU drives one or two of them there, and it has recipes of its own)."""
     recipes = {name: EMOTION_RECIPES[name] for name in EMOTIONS} if recipes is None else recipes
     return recipe_weights(recipes.values(), {au: [k] for au, k in _A.items()}, NUM_ACTIONS)
