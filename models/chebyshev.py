@@ -3,6 +3,8 @@
 A filter of order ``K`` is a polynomial of the rescaled normalised graph Laplacian of the mesh,
 ``y = sum_{k<K} T_k(L^) x W_k + b``, with the Chebyshev terms computed by the recurrence
 ``T_0 x = x``, ``T_1 x = L^ x``, ``T_k x = 2 L^ T_{k-1} x - T_{k-2} x`` (sparse matmuls only).
+:func:`hierarchy_tensors` turns a :class:`fitface.models.mesh_sampling.MeshHierarchy` into the
+torch sparse D, U and ``L^`` of every level, and :func:`resample` applies D or U to features.
 
 Convention:
     * ``L^ = L - I`` with ``L = I - D^-1/2 A D^-1/2`` (``A`` the 0/1 vertex adjacency without
@@ -20,6 +22,7 @@ Convention:
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -29,7 +32,8 @@ from torch import nn
 from fitface.checks import check_shape
 from fitface.geometry.laplacian import laplacian_tensor
 
-__all__ = ["rescaled_laplacian", "rescaled_laplacian_tensor", "cheb_conv", "ChebConv", "ORDER"]
+__all__ = ["rescaled_laplacian", "rescaled_laplacian_tensor", "cheb_conv", "ChebConv", "ORDER",
+           "resample", "HierarchyTensors", "hierarchy_tensors"]
 
 #: CoMA's Chebyshev order (terms T_0 .. T_5).
 ORDER = 6
@@ -161,3 +165,43 @@ class ChebConv(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, order={self.order}, "
                 f"vertices={self.num_vertices}, bias={self.bias is not None}")
+
+
+def resample(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Apply a (V_out, V_in) sparse sampling matrix (``down[l]`` or ``up[l]``) to (B, V_in, F) features.
+
+    Returns:
+        (B, V_out, F), differentiable w.r.t. ``x``.
+
+    Raises:
+        ValueError: on mismatched shapes or dtypes.
+    """
+    sizes = check_shape("x", x, ("B", "V_in", "F"))
+    check_shape("matrix", matrix, ("V_out", "V_in"), sizes)
+    if matrix.dtype != x.dtype:
+        raise ValueError(f"matrix: dtype {matrix.dtype} differs from x's {x.dtype}")
+    b, v, f = sizes["B"], sizes["V_in"], sizes["F"]
+    y = torch.sparse.mm(matrix, x.transpose(0, 1).reshape(v, b * f))  # (V_out, B * F)
+    return y.reshape(-1, b, f).transpose(0, 1)
+
+
+class HierarchyTensors(NamedTuple):
+    """A :class:`fitface.models.mesh_sampling.MeshHierarchy`'s operators as torch sparse tensors.
+
+    Attributes (tuples indexed by level, as in the hierarchy):
+        down: L tensors (V_{l+1}, V_l). up: L tensors (V_l, V_{l+1}).
+        laplacians: L + 1 tensors (V_l, V_l), each level's ``L^`` (:func:`rescaled_laplacian`).
+    """
+
+    down: tuple
+    up: tuple
+    laplacians: tuple
+
+
+def hierarchy_tensors(hierarchy, device=None, dtype=None) -> HierarchyTensors:
+    """Convert a mesh hierarchy's D, U and ``L^`` to coalesced torch sparse tensors (default float32, CPU)."""
+    def convert(mats):
+        return tuple(laplacian_tensor(m, device=device, dtype=dtype) for m in mats)
+
+    laps = tuple(rescaled_laplacian_tensor(a, device=device, dtype=dtype) for a in hierarchy.adjacency)
+    return HierarchyTensors(convert(hierarchy.down), convert(hierarchy.up), laps)

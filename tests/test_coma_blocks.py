@@ -16,7 +16,14 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from fitface.models.chebyshev import ChebConv, cheb_conv, rescaled_laplacian, rescaled_laplacian_tensor
+from fitface.models.chebyshev import (
+    ChebConv,
+    cheb_conv,
+    hierarchy_tensors,
+    resample,
+    rescaled_laplacian,
+    rescaled_laplacian_tensor,
+)
 from fitface.models.mesh_sampling import MeshHierarchy, build_hierarchy, mesh_adjacency
 
 PROCEDURAL_SIZES = (4285, 1072, 268, 67, 17)
@@ -258,3 +265,23 @@ def test_cheb_conv_module_buffers_and_errors():
         ChebConv(2, 3, torch.eye(6))
     with pytest.raises(ValueError, match="order"):
         ChebConv(2, 3, rescaled_laplacian(adj), order=0)
+
+
+def test_hierarchy_tensors_and_resample(procedural):
+    ops = hierarchy_tensors(procedural, dtype=torch.float64)
+    assert len(ops.down) == len(ops.up) == 4 and len(ops.laplacians) == 5
+    x = torch.randn(2, procedural.sizes[0], 3, dtype=torch.float64)
+    coarse = resample(ops.down[0], x)
+    assert coarse.shape == (2, procedural.sizes[1], 3)
+    assert torch.equal(coarse, x[:, torch.from_numpy(procedural.survivors[0])])
+    fine = resample(ops.up[0], coarse)
+    want = np.stack([procedural.up[0] @ c for c in coarse.numpy()])
+    np.testing.assert_allclose(fine.numpy(), want, rtol=0, atol=1e-12)
+    for level, lap in enumerate(ops.laplacians):
+        want = rescaled_laplacian(procedural.adjacency[level]).toarray()
+        np.testing.assert_allclose(lap.to_dense().numpy(), want, rtol=0, atol=1e-15)
+    assert hierarchy_tensors(procedural).down[0].dtype == torch.float32
+    with pytest.raises(ValueError, match="dtype"):
+        resample(ops.down[0], x.float())
+    with pytest.raises(ValueError, match="matrix"):
+        resample(ops.down[1], x)
