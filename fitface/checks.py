@@ -109,3 +109,18 @@ def check_face_index(name: str, face_index: Any, num_faces: int, path: str | os.
         if path is not None:
             raise InputError(message, path)
         raise ValueError(message)
+
+
+def check_mesh(vertices: Any, faces: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A triangle mesh checked and converted: ``(vertices (V, 3) float64, faces (F, 3) int64)``.
+
+    Raises:
+        ValueError: wrong shapes, non-finite vertices, or a face index outside [0, V).
+    """
+    sizes = check_shape("vertices", vertices, ("V", 3))
+    check_shape("faces", faces, ("F", 3))
+    v = np.asarray(vertices, dtype=np.float64)
+    check_finite("vertices", v)
+    f = np.asarray(faces)
+    check_faces("faces", f, sizes["V"])
+    return v, f.astype(np.int64, copy=False)

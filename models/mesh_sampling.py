@@ -43,7 +43,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from fitface.checks import check_faces, check_shape
-from fitface.geometry.laplacian import _validate as validate_mesh
+from fitface.checks import check_mesh as validate_mesh
 
 __all__ = ["MeshHierarchy", "build_hierarchy", "mesh_adjacency", "CANDIDATE_TRIANGLES", "LEVELS", "FACTOR"]
 

@@ -36,7 +36,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from fitface.checks import check_faces, check_finite, check_shape
+from fitface.checks import check_faces, check_mesh, check_shape
 from fitface.tolerances import tol
 
 __all__ = [
@@ -48,17 +48,6 @@ __all__ = [
     "laplacian_tensor",
     "LaplacianRegularizer",
 ]
-
-
-def _validate(vertices, faces) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(vertices (V, 3) float64, faces (F, 3) int64)`` after checking shapes and indices."""
-    sizes = check_shape("vertices", vertices, ("V", 3))
-    check_shape("faces", faces, ("F", 3))
-    v = np.asarray(vertices, dtype=np.float64)
-    check_finite("vertices", v)
-    f = np.asarray(faces)
-    check_faces("faces", f, sizes["V"])
-    return v, f.astype(np.int64, copy=False)
 
 
 def _assemble(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n: int) -> sp.csr_matrix:
@@ -77,7 +66,7 @@ def cotangent_weights(vertices, faces) -> np.ndarray:
     ``tol.area_degenerate``, squared mesh units) and needle angles are clamped to
     ``+-tol.cot_max`` so they cannot produce inf/NaN.
     """
-    v, f = _validate(vertices, faces)
+    v, f = check_mesh(vertices, faces)
     p = v[f]  # (F, 3 corners, 3 xyz)
     e1 = np.roll(p, -1, axis=1) - p  # (F, 3, 3): corner k -> k+1
     e2 = np.roll(p, 1, axis=1) - p  # (F, 3, 3): corner k -> k-1
@@ -98,7 +87,7 @@ def cotangent_laplacian(vertices, faces) -> sp.csr_matrix:
         (V, V) ``csr_matrix`` float64: symmetric, rows sum to 0, off-diagonal
         ``0.5 * (cot a + cot b)``, negative semi-definite for non-obtuse meshes.
     """
-    v, f = _validate(vertices, faces)
+    v, f = check_mesh(vertices, faces)
     cot = cotangent_weights(v, f)  # (F, 3), corner k opposite edge (k+1, k+2)
     i = np.roll(f, -1, axis=1)  # (F, 3): edge start faces[f, k+1]
     j = np.roll(f, 1, axis=1)  # (F, 3): edge end   faces[f, k+2]
@@ -141,7 +130,7 @@ def mean_value_laplacian(vertices, faces) -> sp.csr_matrix:
         (V, V) ``csr_matrix`` float64, NOT symmetric, rows sum to 0; entries have
         unit 1/length (the scale cancels in the Laplace equation).
     """
-    v, f = _validate(vertices, faces)
+    v, f = check_mesh(vertices, faces)
     p = v[f]  # (F, 3, 3)
     e1 = np.roll(p, -1, axis=1) - p  # (F, 3, 3) corner k -> k+1
     e2 = np.roll(p, 1, axis=1) - p  # (F, 3, 3) corner k -> k-1
