@@ -194,8 +194,71 @@ class _DecoderBase:
     def _effective_rows(self, corners: np.ndarray, bary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
+    def linearize_points(self, z: np.ndarray, rows: LandmarkRows):
+        raise NotImplementedError
 
-class MLPDecoder(_DecoderBase):
+    def points(self, z: np.ndarray, rows: LandmarkRows) -> np.ndarray:
+        """Landmark points ``(B, L, 3)``, model frame and unit, for codes ``z (B, D)``."""
+        return self.linearize_points(z, rows)[0]
+
+    def points_vjp(self, z: np.ndarray, rows: LandmarkRows, grad_points: np.ndarray) -> np.ndarray:
+        """``d/dz sum(grad_points * points(z))``: (B, L, 3) -> (B, D)."""
+        check_shape("grad_points", grad_points, (None, rows.num_points, 3))
+        return self.linearize_points(z, rows)[1](grad_points)
+
+
+class _HiddenLayerDecoder(_DecoderBase):
+    """A decoder whose output is one linear layer of a hidden activation:
+    ``vertices = template + (W h(z) + b).reshape(V, 3)`` with ``W`` = :attr:`_out_weight` (3V, H)
+    and ``template + b`` = :attr:`_offset` (3V,). Subclasses give ``hidden(z) -> (h (B, H),
+    state)`` and ``_back(z, state, grad_h (B, H)) -> (B, D)`` (the VJP of ``h`` at ``z``)."""
+
+    _out_weight: np.ndarray
+    _offset: np.ndarray
+
+    def hidden(self, z: np.ndarray) -> tuple[np.ndarray, Any]:
+        raise NotImplementedError
+
+    def _back(self, z: np.ndarray, state: Any, grad_h: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def linearize_points(self, z: np.ndarray, rows: LandmarkRows):
+        """Points and a VJP closure sharing the forward pass (what an optimiser step needs).
+
+        Returns:
+            ``(points (B, L, 3), vjp)`` where ``vjp(grad_points (B, L, 3)) -> (B, D)``.
+        """
+        h, state = self.hidden(z)
+        flat = h @ rows.matrix_t  # (B, 3L)
+        flat += rows.offset
+        nb = flat.shape[0]
+
+        def vjp(grad_points: np.ndarray) -> np.ndarray:
+            g = np.asarray(grad_points, dtype=self.dtype).reshape(nb, -1)  # (B, 3L)
+            return self._back(z, state, g @ rows.matrix)
+
+        return flat.reshape(nb, rows.num_points, 3), vjp
+
+    def vertices(self, z: np.ndarray, chunk: int = 256) -> np.ndarray:
+        """Full decode: ``(B, D) -> (B, V, 3)`` vertices, model unit (in chunks of ``chunk`` codes)."""
+        z = self._z(z)
+        out = np.empty((z.shape[0], 3 * self.num_vertices), dtype=self.dtype)
+        for s in range(0, z.shape[0], chunk):
+            h, _ = self.hidden(z[s : s + chunk])
+            np.matmul(h, self._out_weight.T, out=out[s : s + chunk])
+            out[s : s + chunk] += self._offset
+        return out.reshape(z.shape[0], self.num_vertices, 3)
+
+    def vertices_vjp(self, z: np.ndarray, grad_vertices: np.ndarray) -> np.ndarray:
+        """``d/dz sum(grad_vertices * vertices(z))``: (B, V, 3) -> (B, D)."""
+        z = self._z(z)
+        check_shape("grad_vertices", grad_vertices, (z.shape[0], self.num_vertices, 3))
+        _, state = self.hidden(z)
+        g = np.asarray(grad_vertices, dtype=self.dtype).reshape(z.shape[0], -1)
+        return self._back(z, state, g @ self._out_weight)
+
+
+class MLPDecoder(_HiddenLayerDecoder):
     """The generator ``z -> template + W2 LeakyReLU(W1 z + b1) + b2`` in numpy.
 
     Args:
@@ -237,6 +300,7 @@ class MLPDecoder(_DecoderBase):
         self.w2 = np.ascontiguousarray(w2, dtype=dt)
         self.b2 = np.ascontiguousarray(b2, dtype=dt)
         self.negative_slope = float(negative_slope)
+        self._out_weight = self.w2
         # full-mesh offset: bias + template, (3V,) in the computation dtype
         self._offset = (np.asarray(b2, np.float64) + self.template.reshape(-1)).astype(dt)
 
@@ -292,50 +356,6 @@ class MLPDecoder(_DecoderBase):
         grad_h *= slope  # through the LeakyReLU
         return grad_h @ self.w1  # (B, D)
 
-    def linearize_points(self, z: np.ndarray, rows: LandmarkRows):
-        """Points and a VJP closure sharing the forward pass (what an optimiser step needs).
-
-        Returns:
-            ``(points (B, L, 3), vjp)`` where ``vjp(grad_points (B, L, 3)) -> (B, D)``.
-        """
-        h, slope = self.hidden(z)
-        flat = h @ rows.matrix_t  # (B, 3L)
-        flat += rows.offset
-        nb = flat.shape[0]
-
-        def vjp(grad_points: np.ndarray) -> np.ndarray:
-            g = np.asarray(grad_points, dtype=self.dtype).reshape(nb, -1)  # (B, 3L)
-            return self._back(z, slope, g @ rows.matrix)
-
-        return flat.reshape(nb, rows.num_points, 3), vjp
-
-    def points(self, z: np.ndarray, rows: LandmarkRows) -> np.ndarray:
-        """Landmark points ``(B, L, 3)``, model frame and unit, for codes ``z (B, D)``."""
-        return self.linearize_points(z, rows)[0]
-
-    def points_vjp(self, z: np.ndarray, rows: LandmarkRows, grad_points: np.ndarray) -> np.ndarray:
-        """``d/dz sum(grad_points * points(z))``: (B, L, 3) -> (B, D)."""
-        check_shape("grad_points", grad_points, (None, rows.num_points, 3))
-        return self.linearize_points(z, rows)[1](grad_points)
-
-    def vertices(self, z: np.ndarray, chunk: int = 256) -> np.ndarray:
-        """Full decode: ``(B, D) -> (B, V, 3)`` vertices, model unit (in chunks of ``chunk`` codes)."""
-        z = self._z(z)
-        out = np.empty((z.shape[0], 3 * self.num_vertices), dtype=self.dtype)
-        for s in range(0, z.shape[0], chunk):
-            h, _ = self.hidden(z[s : s + chunk])
-            np.matmul(h, self.w2.T, out=out[s : s + chunk])
-            out[s : s + chunk] += self._offset
-        return out.reshape(z.shape[0], self.num_vertices, 3)
-
-    def vertices_vjp(self, z: np.ndarray, grad_vertices: np.ndarray) -> np.ndarray:
-        """``d/dz sum(grad_vertices * vertices(z))``: (B, V, 3) -> (B, D)."""
-        z = self._z(z)
-        check_shape("grad_vertices", grad_vertices, (z.shape[0], self.num_vertices, 3))
-        _, slope = self.hidden(z)
-        g = np.asarray(grad_vertices, dtype=self.dtype).reshape(z.shape[0], -1)
-        return self._back(z, slope, g @ self.w2)
-
 
 class LinearDecoder(_DecoderBase):
     """A linear model ``vertices = template + (basis @ z + offset).reshape(V, 3)`` (a 3DMM).
@@ -388,13 +408,6 @@ class LinearDecoder(_DecoderBase):
 
         return flat.reshape(nb, rows.num_points, 3), vjp
 
-    def points(self, z, rows):
-        return self.linearize_points(z, rows)[0]
-
-    def points_vjp(self, z, rows, grad_points):
-        check_shape("grad_points", grad_points, (None, rows.num_points, 3))
-        return self.linearize_points(z, rows)[1](grad_points)
-
     def vertices(self, z, chunk: int = 256):
         """Full decode: ``(B, D) -> (B, V, 3)`` vertices, model unit (in chunks of ``chunk`` codes)."""
         z = self._z(z)
@@ -410,7 +423,7 @@ class LinearDecoder(_DecoderBase):
         return np.asarray(grad_vertices, dtype=self.dtype).reshape(z.shape[0], -1) @ self.basis
 
 
-class MultilinearDecoder(_DecoderBase):
+class MultilinearDecoder(_HiddenLayerDecoder):
     """A multilinear (Tucker) model, the MAE baseline's decoder:
     ``vertices = template + (einsum('rij,i,j->r', core, w_id, w_exp) + offset).reshape(V, 3)``
     with ``w_id = id_mean + id_scale @ z_id`` and ``w_exp = exp_mean + exp_scale @ z_exp``
@@ -487,7 +500,7 @@ class MultilinearDecoder(_DecoderBase):
         self.id_scale_t = np.ascontiguousarray(self.id_scale.T)
         self.exp_scale_t = np.ascontiguousarray(self.exp_scale.T)
         self.core = np.ascontiguousarray(core, dtype=dt)  # (3V, I, J)
-        self._core_flat = self.core.reshape(nv3, ni * nj)  # (3V, I*J) view
+        self._out_weight = self.core.reshape(nv3, ni * nj)  # (3V, I*J) view
         # full-mesh offset: template + offset, (3V,) in the computation dtype
         self._offset = (self.template.reshape(-1) + off).astype(dt)
 
@@ -514,60 +527,28 @@ class MultilinearDecoder(_DecoderBase):
         ni, nj = self.identity_dim, self.expression_dim
         return self.id_mean + z[:, :ni] @ self.id_scale_t, self.exp_mean + z[:, ni : ni + nj] @ self.exp_scale_t
 
-    @staticmethod
-    def _outer(w_id: np.ndarray, w_exp: np.ndarray) -> np.ndarray:
-        """(B, I), (B, J) -> (B, I*J), column ``i * J + j`` = ``w_id[:, i] * w_exp[:, j]``."""
-        return (w_id[:, :, None] * w_exp[:, None, :]).reshape(w_id.shape[0], -1)
+    def hidden(self, z: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """The outer product the core acts on, and the mode coefficients.
 
-    def _back(self, w_id: np.ndarray, w_exp: np.ndarray, grad_h: np.ndarray) -> np.ndarray:
-        """(B, I*J) gradient at the outer product -> (B, D) gradient at z (noise block 0)."""
+        Args:
+            z: (B, D).
+
+        Returns:
+            ``(h, (w_id, w_exp))``: (B, d_id * d_exp) with column ``i * d_exp + j`` =
+            ``w_id[:, i] * w_exp[:, j]``, and (B, d_id), (B, d_exp) (:meth:`coefficients`).
+        """
+        w_id, w_exp = self.coefficients(z)
+        return (w_id[:, :, None] * w_exp[:, None, :]).reshape(w_id.shape[0], -1), (w_id, w_exp)
+
+    def _back(self, z: np.ndarray, state: tuple[np.ndarray, np.ndarray], grad_h: np.ndarray) -> np.ndarray:
+        """(B, d_id * d_exp) gradient at the outer product -> (B, D) gradient at z (noise block 0)."""
+        w_id, w_exp = state
         nb, ni, nj = w_id.shape[0], self.identity_dim, self.expression_dim
         g = grad_h.reshape(nb, ni, nj)
         gz = np.zeros((nb, self.latent_dim), dtype=self.dtype)
         gz[:, :ni] = np.einsum("bij,bj->bi", g, w_exp) @ self.id_scale
         gz[:, ni : ni + nj] = np.einsum("bij,bi->bj", g, w_id) @ self.exp_scale
         return gz
-
-    def linearize_points(self, z: np.ndarray, rows: LandmarkRows):
-        """As :meth:`MLPDecoder.linearize_points`: ``(points (B, L, 3), vjp)``."""
-        w_id, w_exp = self.coefficients(z)
-        flat = self._outer(w_id, w_exp) @ rows.matrix_t  # (B, 3L)
-        flat += rows.offset
-        nb = flat.shape[0]
-
-        def vjp(grad_points: np.ndarray) -> np.ndarray:
-            g = np.asarray(grad_points, dtype=self.dtype).reshape(nb, -1)  # (B, 3L)
-            return self._back(w_id, w_exp, g @ rows.matrix)
-
-        return flat.reshape(nb, rows.num_points, 3), vjp
-
-    def points(self, z: np.ndarray, rows: LandmarkRows) -> np.ndarray:
-        """Landmark points ``(B, L, 3)``, model frame and unit, for codes ``z (B, D)``."""
-        return self.linearize_points(z, rows)[0]
-
-    def points_vjp(self, z: np.ndarray, rows: LandmarkRows, grad_points: np.ndarray) -> np.ndarray:
-        """``d/dz sum(grad_points * points(z))``: (B, L, 3) -> (B, D)."""
-        check_shape("grad_points", grad_points, (None, rows.num_points, 3))
-        return self.linearize_points(z, rows)[1](grad_points)
-
-    def vertices(self, z: np.ndarray, chunk: int = 256) -> np.ndarray:
-        """Full decode: ``(B, D) -> (B, V, 3)`` vertices, model unit (in chunks of ``chunk`` codes)."""
-        z = self._z(z)
-        out = np.empty((z.shape[0], 3 * self.num_vertices), dtype=self.dtype)
-        for s in range(0, z.shape[0], chunk):
-            h = self._outer(*self.coefficients(z[s : s + chunk]))
-            np.matmul(h, self._core_flat.T, out=out[s : s + chunk])
-            out[s : s + chunk] += self._offset
-        return out.reshape(z.shape[0], self.num_vertices, 3)
-
-    def vertices_vjp(self, z: np.ndarray, grad_vertices: np.ndarray) -> np.ndarray:
-        """``d/dz sum(grad_vertices * vertices(z))``: (B, V, 3) -> (B, D)."""
-        z = self._z(z)
-        check_shape("grad_vertices", grad_vertices, (z.shape[0], self.num_vertices, 3))
-        w_id, w_exp = self.coefficients(z)
-        g = np.asarray(grad_vertices, dtype=self.dtype).reshape(z.shape[0], -1)
-        return self._back(w_id, w_exp, g @ self._core_flat)
-
 
 # ----------------------------------------------------------------------------- model files
 
