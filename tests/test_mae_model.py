@@ -286,6 +286,17 @@ def test_half_storage_and_bad_files(tmp_path):
         read_metadata(write("swapped.safetensors", swapped, tensors))
 
 
+def test_reports_and_model_listings_name_the_kind(tmp_path):
+    from fitface.evaluation.report import model_entries
+    from fitface.io.model_registry import describe_model
+
+    path = tmp_path / "model.safetensors"
+    save_model(path, _grid_model(seed=13, dtype=torch.float32))
+    (entry,) = model_entries([path])
+    assert (entry.name, entry.kind) == ("MAE", "multilinear")
+    assert describe_model(path)["kind"] == "mae"
+
+
 # ------------------------------------------------------------------------------ fitting
 @pytest.fixture(scope="module")
 def face_file(tmp_path_factory):

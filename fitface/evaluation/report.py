@@ -106,7 +106,8 @@ class ModelEntry:
 
 # ------------------------------------------------------------------------------ helpers
 def model_entries(paths) -> list[ModelEntry]:
-    """Display names for model files: ``3DMM`` for linear models, else the file stem (or the
+    """Display names for model files: ``3DMM`` for linear models, ``MAE`` for multilinear ones,
+    else the file stem (or the
     run folder's name for ``model.safetensors``), made unique with a suffix.
 
     Raises:
