@@ -6,8 +6,9 @@ The paper's "MAE [14]" baseline (Fernandez Abrevaya et al., WACV 2018) decodes w
 generator's interface (:class:`fitface.models.generator.Generator`), so :class:`FaceModel`,
 model files (generator kind ``"multilinear"``), sampling, metrics, fitting and retargeting
 treat it like the GAN and the linear 3DMM. Building one from data (HOSVD / PCA initialisation,
-an encoder, training) is not this module's job: a builder computes the tensors below and calls
-``MultilinearGenerator(core, offset, id_mean, id_scale, exp_mean, exp_scale, noise_dim)``.
+an encoder, training) is not this module's job: a builder computes the core and the training
+codes' coefficients and calls :meth:`MultilinearGenerator.from_codes` (or the constructor with
+the Gaussians' means and factors, :func:`gaussian_factor`).
 
 Convention:
     * The code is ``z = [z_id (d_id), z_exp (d_exp), z_noise (d_noise)]`` in the latent layout's
@@ -57,6 +58,40 @@ def _check_lower(name: str, m: torch.Tensor) -> None:
     if bool((upper != 0).any()):
         raise ValueError(f"{name}: expected a lower-triangular (Cholesky) matrix; it has "
                          f"{int((upper != 0).sum())} non-zero entries above the diagonal")
+
+
+def gaussian_factor(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Gaussian of a set of codes as ``(mean, L)`` with ``L`` lower-triangular, ``L L^T = cov``.
+
+    ``cov`` is the unbiased sample covariance (divisor ``N - 1``). ``L`` is exact also when
+    ``cov`` is singular (fewer codes than dimensions, or codes in a subspace, where a Cholesky
+    factorisation fails): with ``A`` any square root (``A A^T = cov``, from the eigen-decomposition)
+    and ``A^T = Q R`` its QR factorisation, ``L = R^T`` (diagonal made non-negative). Computed in
+    float64, returned in the codes' dtype.
+
+    Args:
+        codes: (N, d) float, N >= 2 codes (e.g. the identity coefficients of the training set).
+
+    Returns:
+        ``(mean (d,), L (d, d))``.
+
+    Raises:
+        ValueError: fewer than 2 codes, non-finite values.
+    """
+    c = torch.as_tensor(codes)
+    check_shape("codes", c, ("N", "d"))
+    if c.shape[0] < 2 or not bool(torch.isfinite(c).all()):
+        raise ValueError(f"codes: need at least 2 finite codes, got {c.shape[0]} (finite: {bool(torch.isfinite(c).all())})")
+    x = c.detach().double()
+    mean = x.mean(0)
+    cov = torch.cov(x.T, correction=1).reshape(x.shape[1], x.shape[1])
+    evals, evecs = torch.linalg.eigh(cov)
+    root = evecs * evals.clamp_min(0).sqrt()  # (d, d), root @ root.T = cov
+    _, r = torch.linalg.qr(root.T)  # root.T = Q R  ->  cov = R^T R
+    sign = torch.where(torch.diagonal(r) < 0, -1.0, 1.0).to(r.dtype)  # (d,)
+    lower = r.T * sign  # R^T S (S R) = R^T R with S = diag(sign), S^2 = I
+    dtype = c.dtype if c.is_floating_point() else torch.float32
+    return mean.to(dtype), torch.tril(lower).to(dtype)
 
 
 class MultilinearGenerator(nn.Module):
@@ -132,6 +167,26 @@ class MultilinearGenerator(nn.Module):
         self.register_buffer("id_scale", id_scale)
         self.register_buffer("exp_mean", exp_mean)
         self.register_buffer("exp_scale", exp_scale)
+
+    @classmethod
+    def from_codes(cls, core: torch.Tensor, id_codes: torch.Tensor, exp_codes: torch.Tensor,
+                   offset: torch.Tensor | None = None, noise_dim: int = 0) -> MultilinearGenerator:
+        """A generator whose prior is the training codes' Gaussian (what a builder calls).
+
+        Args:
+            core: (3V, d_id, d_exp) float, as in the constructor. offset: (3V,) or None.
+            id_codes: (N, d_id) identity coefficients ``w_id`` of the training samples (or of
+                the training identities). exp_codes: (M, d_exp) expression coefficients.
+            noise_dim: size of the unused trailing block.
+
+        Returns:
+            The generator with ``(id_mean, id_scale) = gaussian_factor(id_codes)`` and likewise
+            for the expression, so ``z ~ N(0, I)`` samples ``w ~ N(mean, cov)`` of those codes.
+        """
+        id_mean, id_scale = gaussian_factor(id_codes)
+        exp_mean, exp_scale = gaussian_factor(exp_codes)
+        core = torch.as_tensor(core)
+        return cls(core, offset, id_mean, id_scale, exp_mean, exp_scale, noise_dim)
 
     @classmethod
     def empty(cls, identity_dim: int, expression_dim: int, num_vertices: int,

@@ -192,6 +192,26 @@ def test_sampling_follows_the_training_codes_gaussian():
     torch.testing.assert_close(g.codes_of(w_id[:5], w_exp[:5])[:, :7], z[:5, :7])
 
 
+def test_gaussian_factor_is_exact_also_for_singular_covariances():
+    from fitface.models.multilinear import gaussian_factor
+
+    rng = np.random.default_rng(14)
+    full = rng.normal(size=(50, 5)) @ rng.normal(size=(5, 5)) + 3.0
+    few = rng.normal(size=(4, 6))  # 4 codes in 6 dimensions: covariance of rank 3
+    flat = np.c_[rng.normal(size=(30, 2)), np.zeros((30, 2))]  # codes in a subspace
+    for codes in (full, few, flat):
+        mean, low = (t.numpy() for t in gaussian_factor(torch.from_numpy(codes)))
+        np.testing.assert_allclose(mean, codes.mean(0), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(low @ low.T, np.cov(codes.T), rtol=1e-9, atol=1e-9)
+        assert np.all(np.triu(low, 1) == 0) and np.all(np.diag(low) >= 0)
+    v, _, _ = grid_mesh(3)
+    core = torch.from_numpy(rng.normal(size=(3 * len(v), 6, 5)))
+    g = MultilinearGenerator.from_codes(core, torch.from_numpy(few), torch.from_numpy(full))
+    torch.testing.assert_close(g.exp_scale @ g.exp_scale.T, torch.from_numpy(np.cov(full.T)))
+    with pytest.raises(ValueError, match="at least 2"):
+        gaussian_factor(torch.zeros(1, 3))
+
+
 def test_user_errors_raise_value_error():
     rng = np.random.default_rng(7)
     t = _tensors(rng, 4, 3, 2)
