@@ -3,7 +3,8 @@
 * :mod:`.latent`: the latent layout (factor blocks, then noise; defined in :mod:`fitface.latent`,
   re-exported).
 * :mod:`.generator`: the paper's MLP generator (Fig. 12a); :mod:`.linear`: the linear 3DMM
-  generator behind the same interface.
+  generator behind the same interface; :mod:`.multilinear`: the MAE baseline's multilinear
+  (Tucker) decoder behind it too (no builder yet).
 * :mod:`.builders`: models built from a dataset without adversarial training;
   :mod:`.builders.linear` the linear 3DMM baseline (``fitface baseline``).
 * :mod:`.discriminator`: the critic with one classifier branch per factor (Fig. 12b).

@@ -15,7 +15,10 @@ Convention:
     * The generator is duck-typed: any ``nn.Module`` with ``latent_dim``, ``num_vertices``,
       ``forward(z (B, D)) -> (B, V, 3)`` displacements and a JSON ``config()`` (the GAN's
       :class:`~fitface.models.generator.Generator` or the linear 3DMM's
-      :class:`~fitface.models.linear.LinearGenerator`). :attr:`FaceModel.generator_kind` names it.
+      :class:`~fitface.models.linear.LinearGenerator` or the MAE's
+      :class:`~fitface.models.multilinear.MultilinearGenerator`). :attr:`FaceModel.generator_kind`
+      names it. A generator with a ``check_layout(layout)`` method (the multilinear one) has it
+      called on the layout, which raises ValueError when the blocks do not fit it.
 """
 
 from __future__ import annotations
@@ -117,6 +120,9 @@ class FaceModel(nn.Module):
             raise ValueError(
                 f"generator: latent_dim {generator.latent_dim} != layout dim {layout.dim} ({layout.describe()})"
             )
+        check_layout = getattr(generator, "check_layout", None)
+        if callable(check_layout):
+            check_layout(layout)
         self.unit = check_unit(unit)
         self.layout = layout
         self.image_size = int(image_size)
@@ -159,7 +165,8 @@ class FaceModel(nn.Module):
 
     @property
     def generator_kind(self) -> str:
-        """``"mlp"`` (the GAN generator) or ``"linear"`` (the linear 3DMM baseline)."""
+        """``"mlp"`` (the GAN generator), ``"linear"`` (the linear 3DMM baseline) or
+        ``"multilinear"`` (the MAE baseline's decoder)."""
         return str(self.generator.config().get("kind", "mlp"))
 
     # -- decoding ----------------------------------------------------------------------

@@ -32,6 +32,25 @@ NEGATIVE_SLOPE = 0.2
 OUT_INIT_SCALE = 0.01
 
 
+def vertex_rows(vertex_ids: torch.Tensor, num_vertices: int, device: torch.device) -> torch.Tensor:
+    """Output rows ``3v + c`` of the given vertices (the row convention of the module doc).
+
+    Args:
+        vertex_ids: (L,) int vertex indices in ``[0, num_vertices)`` (any order, repeats allowed).
+        num_vertices: ``V``. device: where the result goes.
+
+    Returns:
+        (3L,) int64 row indices ``[3v0, 3v0+1, 3v0+2, 3v1, ...]``.
+
+    Raises:
+        ValueError: an index out of range.
+    """
+    ids = torch.as_tensor(vertex_ids, device=device).reshape(-1).long()
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= num_vertices):
+        raise ValueError(f"vertex_ids: out of range [0, {num_vertices}): min {int(ids.min())}, max {int(ids.max())}")
+    return (3 * ids[:, None] + torch.arange(3, device=ids.device)).reshape(-1)  # (L, 3) -> (3L,)
+
+
 class Generator(nn.Module):
     """Latent code -> per-vertex displacements.
 
@@ -126,12 +145,7 @@ class Generator(nn.Module):
         Returns:
             (3L,) int64 row indices ``[3v0, 3v0+1, 3v0+2, 3v1, ...]``.
         """
-        ids = torch.as_tensor(vertex_ids, device=self.out.weight.device).reshape(-1).long()
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.num_vertices):
-            raise ValueError(
-                f"vertex_ids: out of range [0, {self.num_vertices}): min {int(ids.min())}, max {int(ids.max())}"
-            )
-        return (3 * ids[:, None] + torch.arange(3, device=ids.device)).reshape(-1)  # (L, 3) -> (3L,)
+        return vertex_rows(vertex_ids, self.num_vertices, self.out.weight.device)
 
     def decode_vertices(self, h: torch.Tensor, vertex_ids: torch.Tensor) -> torch.Tensor:
         """Displacements of selected vertices only, from the hidden activation.

@@ -30,6 +30,8 @@ from torch import nn
 
 from fitface.checks import check_shape
 
+from .generator import vertex_rows
+
 #: Value of ``config()["kind"]`` (and of the model file's ``generator.kind``).
 KIND = "linear"
 
@@ -115,12 +117,7 @@ class LinearGenerator(nn.Module):
 
     def rows(self, vertex_ids: torch.Tensor) -> torch.Tensor:
         """Rows of :attr:`basis` that produce the given vertices: (L,) -> (3L,) int64."""
-        ids = torch.as_tensor(vertex_ids, device=self.basis.device).reshape(-1).long()
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.num_vertices):
-            raise ValueError(
-                f"vertex_ids: out of range [0, {self.num_vertices}): min {int(ids.min())}, max {int(ids.max())}"
-            )
-        return (3 * ids[:, None] + torch.arange(3, device=ids.device)).reshape(-1)  # (L, 3) -> (3L,)
+        return vertex_rows(vertex_ids, self.num_vertices, self.basis.device)
 
     def decode_vertices(self, h: torch.Tensor, vertex_ids: torch.Tensor) -> torch.Tensor:
         """Displacements of selected vertices only: ``h`` (B, D) (= ``hidden(z)`` = z) and

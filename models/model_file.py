@@ -1,7 +1,7 @@
 """The self-contained model file: one safetensors file with a JSON document in its header.
 
-The layout (tensor names, shapes and dtypes; the document's fields; generator kinds ``"mlp"`` and
-``"linear"``) and every reading check are in :mod:`fitface.io.model_file_format`, which this
+The layout (tensor names, shapes and dtypes; the document's fields; generator kinds ``"mlp"``,
+``"linear"`` and ``"multilinear"``) and every reading check are in :mod:`fitface.io.model_file_format`, which this
 module and the torch-free :func:`fitface.fitting.decoder.load_decoder` both read through (one
 parse per load). This module writes files (:func:`save_model`, :func:`add_landmark_set`) and
 loads them into torch (:func:`load_model`, :func:`load_discriminator`).
@@ -77,6 +77,11 @@ def _generator_shell(gen: dict[str, Any]):
         from .linear import LinearGenerator
 
         return LinearGenerator.empty(gen["latent_dim"], gen["num_vertices"])
+    if kind == "multilinear":
+        from .multilinear import MultilinearGenerator
+
+        ni, nj = gen["identity_dim"], gen["expression_dim"]
+        return MultilinearGenerator.empty(ni, nj, gen["num_vertices"], noise_dim=gen["latent_dim"] - ni - nj)
     from .generator import Generator
 
     return Generator(gen["latent_dim"], gen["num_vertices"], gen["hidden"], float(gen["negative_slope"]))
@@ -107,7 +112,8 @@ def build_document(
         "image_size": model.image_size,
         "num_vertices": model.num_vertices,
         "num_faces": int(model.faces.shape[0]),
-        # mlp: latent_dim, num_vertices, hidden, negative_slope; linear: kind, latent_dim, num_vertices
+        # mlp: latent_dim, num_vertices, hidden, negative_slope; linear: kind, latent_dim, num_vertices;
+        # multilinear: kind, latent_dim, num_vertices, identity_dim, expression_dim
         "generator": model.generator.config(),
         "landmark_sets": list(model.landmark_sets),
         "discriminator": None if discriminator is None else discriminator.config(),
@@ -268,7 +274,7 @@ def load_model(
     mf = read_model_file(path)
     doc, t = mf.document, mf.tensors
     with torch.device("meta"):
-        gen = _generator_shell(doc["generator"])  # Generator or LinearGenerator, by kind
+        gen = _generator_shell(doc["generator"])  # Generator, LinearGenerator or MultilinearGenerator, by kind
     state = {k[len("generator."):]: v.to(dtype) for k, v in t.items() if k.startswith("generator.")}
     gen.load_state_dict(state, assign=True)
     gen = gen.to(device)

@@ -221,12 +221,14 @@ def fit_decoder(model, dtype: Any = np.float32):
     Args:
         model: a :class:`fitface.models.face_model.FaceModel` with a GAN
             (:class:`~fitface.models.generator.Generator`, kind ``"mlp"``) or linear
-            (:class:`~fitface.models.linear.LinearGenerator`, kind ``"linear"``) generator, on
+            (:class:`~fitface.models.linear.LinearGenerator`, kind ``"linear"``) or multilinear
+            (:class:`~fitface.models.multilinear.MultilinearGenerator`, kind ``"multilinear"``) generator, on
             any device and float dtype.
         dtype: computation dtype of the decoder (float32 as model files load; float64 for tests).
 
     Returns:
-        :class:`fitface.fitting.decoder.MLPDecoder` or :class:`~fitface.fitting.decoder.LinearDecoder`
+        :class:`fitface.fitting.decoder.MLPDecoder`, :class:`~fitface.fitting.decoder.LinearDecoder`
+        or :class:`~fitface.fitting.decoder.MultilinearDecoder`
         with the model's template, faces, layout, unit and landmark sets; ``model_id`` is
         ``"in-memory"`` unless the model was loaded from / saved to a file.
 
@@ -235,7 +237,7 @@ def fit_decoder(model, dtype: Any = np.float32):
     """
     import torch
 
-    from fitface.fitting.decoder import LinearDecoder, MLPDecoder
+    from fitface.fitting.decoder import LinearDecoder, MLPDecoder, MultilinearDecoder
 
     wide = np.dtype(dtype) == np.float64
 
@@ -252,11 +254,15 @@ def fit_decoder(model, dtype: Any = np.float32):
     faces = model.faces.detach().cpu().numpy()
     if kind == "linear":
         return LinearDecoder(template, arr(g.basis), faces, model.layout, offset=arr(g.offset), **common)
+    if kind == "multilinear":
+        return MultilinearDecoder(template, arr(g.core), faces, model.layout, offset=arr(g.offset),
+                                  id_mean=arr(g.id_mean), id_scale=arr(g.id_scale), exp_mean=arr(g.exp_mean),
+                                  exp_scale=arr(g.exp_scale), **common)
     if kind == "mlp" and hasattr(g, "fc") and hasattr(g, "out"):
         return MLPDecoder(arr(g.fc.weight), arr(g.fc.bias), arr(g.out.weight), arr(g.out.bias), template, faces,
                           model.layout, negative_slope=float(g.negative_slope), **common)
     raise ValueError(f"model: generator kind {kind!r} ({type(g).__name__}) has no numpy decoder "
-                     f"(known: 'mlp', 'linear')")
+                     f"(known: 'mlp', 'linear', 'multilinear')")
 
 
 # ------------------------------------------------------------------------------ the evaluator

@@ -11,13 +11,16 @@ A decoder implements the :class:`Decoder` protocol used by the fitting engines
     verts = dec.vertices(z (B, D))                      # (B, V, 3)
     gz    = dec.vertices_vjp(z, grad_verts (B, V, 3))   # (B, D)
 
-:class:`MLPDecoder` and :class:`LinearDecoder` also have ``points_vjp(z, rows, grad_pts)``
+:class:`MLPDecoder`, :class:`LinearDecoder` and :class:`MultilinearDecoder` also have
+``points_vjp(z, rows, grad_pts)``
 (``linearize_points(z, rows)[1](grad_pts)`` with a shape check), which the engines do not use.
 
 :class:`MLPDecoder` is the GAN generator of :mod:`fitface.models.generator` in numpy
 (``h = LeakyReLU(W1 z + b1); out = W2 h + b2; vertices = template + out.reshape(V, 3)``);
 :class:`LinearDecoder` is a linear model (``template + basis @ z + offset``, a 3DMM; model files
-of generator kind ``"linear"``, :mod:`fitface.models.linear`).
+of generator kind ``"linear"``, :mod:`fitface.models.linear`); :class:`MultilinearDecoder` is the
+MAE baseline's Tucker decoder (``template + core x2 w_id x3 w_exp + offset`` with ``w = mean + L z``
+per mode; kind ``"multilinear"``, :mod:`fitface.models.multilinear`).
 
 Convention:
     * Row ``3 v + c`` of the last layer (and of a linear basis) is coordinate ``c`` of vertex ``v``
@@ -25,8 +28,10 @@ Convention:
     * Landmark rows: a landmark is a barycentric combination of its triangle's three vertices,
       so its coordinate ``c`` is produced by the effective last-layer row
       ``sum_k bary_k * W2[3 * vertex_k + c]`` with bias ``sum_k bary_k * (b2 + template)[...]``.
-      :class:`LandmarkRows` holds these ``(3L, H)`` rows (``(3L, D)`` for a linear decoder), so
-      an optimisation step costs ``O(B * H * 3L)`` instead of ``O(B * H * 3V)``.
+      :class:`LandmarkRows` holds these ``(3L, H)`` rows (``(3L, D)`` for a linear decoder;
+      for a multilinear one the core's rows ``(3L, d_id, d_exp)``, flattened to
+      ``(3L, d_id * d_exp)``), so an optimisation step costs ``O(B * H * 3L)`` instead of
+      ``O(B * H * 3V)``.
     * Computation dtype: float32 by default (the model file's weights; float16 files are
       upcast), float64 on request (tests, finite differences). Inputs are cast to it.
     * Lengths are in the model unit (:attr:`unit`, mm by default).
@@ -57,7 +62,9 @@ class LandmarkRows:
 
     Attributes:
         name: the landmark set's name.
-        matrix: (3L, H) for an MLP decoder (last-layer rows), (3L, D) for a linear decoder;
+        matrix: (3L, H) for an MLP decoder (last-layer rows), (3L, D) for a linear decoder,
+            (3L, d_id * d_exp) for a multilinear decoder (the core's effective rows
+            (3L, d_id, d_exp), column ``i * d_exp + j``; see :meth:`MultilinearDecoder.core_rows`);
             row ``3 i + c`` gives coordinate ``c`` of landmark ``i``.
         offset: (3L,) bias + template, model unit.
         num_points: ``L``.
@@ -187,8 +194,71 @@ class _DecoderBase:
     def _effective_rows(self, corners: np.ndarray, bary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
+    def linearize_points(self, z: np.ndarray, rows: LandmarkRows):
+        raise NotImplementedError
 
-class MLPDecoder(_DecoderBase):
+    def points(self, z: np.ndarray, rows: LandmarkRows) -> np.ndarray:
+        """Landmark points ``(B, L, 3)``, model frame and unit, for codes ``z (B, D)``."""
+        return self.linearize_points(z, rows)[0]
+
+    def points_vjp(self, z: np.ndarray, rows: LandmarkRows, grad_points: np.ndarray) -> np.ndarray:
+        """``d/dz sum(grad_points * points(z))``: (B, L, 3) -> (B, D)."""
+        check_shape("grad_points", grad_points, (None, rows.num_points, 3))
+        return self.linearize_points(z, rows)[1](grad_points)
+
+
+class _HiddenLayerDecoder(_DecoderBase):
+    """A decoder whose output is one linear layer of a hidden activation:
+    ``vertices = template + (W h(z) + b).reshape(V, 3)`` with ``W`` = :attr:`_out_weight` (3V, H)
+    and ``template + b`` = :attr:`_offset` (3V,). Subclasses give ``hidden(z) -> (h (B, H),
+    state)`` and ``_back(z, state, grad_h (B, H)) -> (B, D)`` (the VJP of ``h`` at ``z``)."""
+
+    _out_weight: np.ndarray
+    _offset: np.ndarray
+
+    def hidden(self, z: np.ndarray) -> tuple[np.ndarray, Any]:
+        raise NotImplementedError
+
+    def _back(self, z: np.ndarray, state: Any, grad_h: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def linearize_points(self, z: np.ndarray, rows: LandmarkRows):
+        """Points and a VJP closure sharing the forward pass (what an optimiser step needs).
+
+        Returns:
+            ``(points (B, L, 3), vjp)`` where ``vjp(grad_points (B, L, 3)) -> (B, D)``.
+        """
+        h, state = self.hidden(z)
+        flat = h @ rows.matrix_t  # (B, 3L)
+        flat += rows.offset
+        nb = flat.shape[0]
+
+        def vjp(grad_points: np.ndarray) -> np.ndarray:
+            g = np.asarray(grad_points, dtype=self.dtype).reshape(nb, -1)  # (B, 3L)
+            return self._back(z, state, g @ rows.matrix)
+
+        return flat.reshape(nb, rows.num_points, 3), vjp
+
+    def vertices(self, z: np.ndarray, chunk: int = 256) -> np.ndarray:
+        """Full decode: ``(B, D) -> (B, V, 3)`` vertices, model unit (in chunks of ``chunk`` codes)."""
+        z = self._z(z)
+        out = np.empty((z.shape[0], 3 * self.num_vertices), dtype=self.dtype)
+        for s in range(0, z.shape[0], chunk):
+            h, _ = self.hidden(z[s : s + chunk])
+            np.matmul(h, self._out_weight.T, out=out[s : s + chunk])
+            out[s : s + chunk] += self._offset
+        return out.reshape(z.shape[0], self.num_vertices, 3)
+
+    def vertices_vjp(self, z: np.ndarray, grad_vertices: np.ndarray) -> np.ndarray:
+        """``d/dz sum(grad_vertices * vertices(z))``: (B, V, 3) -> (B, D)."""
+        z = self._z(z)
+        check_shape("grad_vertices", grad_vertices, (z.shape[0], self.num_vertices, 3))
+        _, state = self.hidden(z)
+        g = np.asarray(grad_vertices, dtype=self.dtype).reshape(z.shape[0], -1)
+        return self._back(z, state, g @ self._out_weight)
+
+
+class MLPDecoder(_HiddenLayerDecoder):
     """The generator ``z -> template + W2 LeakyReLU(W1 z + b1) + b2`` in numpy.
 
     Args:
@@ -230,6 +300,7 @@ class MLPDecoder(_DecoderBase):
         self.w2 = np.ascontiguousarray(w2, dtype=dt)
         self.b2 = np.ascontiguousarray(b2, dtype=dt)
         self.negative_slope = float(negative_slope)
+        self._out_weight = self.w2
         # full-mesh offset: bias + template, (3V,) in the computation dtype
         self._offset = (np.asarray(b2, np.float64) + self.template.reshape(-1)).astype(dt)
 
@@ -285,50 +356,6 @@ class MLPDecoder(_DecoderBase):
         grad_h *= slope  # through the LeakyReLU
         return grad_h @ self.w1  # (B, D)
 
-    def linearize_points(self, z: np.ndarray, rows: LandmarkRows):
-        """Points and a VJP closure sharing the forward pass (what an optimiser step needs).
-
-        Returns:
-            ``(points (B, L, 3), vjp)`` where ``vjp(grad_points (B, L, 3)) -> (B, D)``.
-        """
-        h, slope = self.hidden(z)
-        flat = h @ rows.matrix_t  # (B, 3L)
-        flat += rows.offset
-        nb = flat.shape[0]
-
-        def vjp(grad_points: np.ndarray) -> np.ndarray:
-            g = np.asarray(grad_points, dtype=self.dtype).reshape(nb, -1)  # (B, 3L)
-            return self._back(z, slope, g @ rows.matrix)
-
-        return flat.reshape(nb, rows.num_points, 3), vjp
-
-    def points(self, z: np.ndarray, rows: LandmarkRows) -> np.ndarray:
-        """Landmark points ``(B, L, 3)``, model frame and unit, for codes ``z (B, D)``."""
-        return self.linearize_points(z, rows)[0]
-
-    def points_vjp(self, z: np.ndarray, rows: LandmarkRows, grad_points: np.ndarray) -> np.ndarray:
-        """``d/dz sum(grad_points * points(z))``: (B, L, 3) -> (B, D)."""
-        check_shape("grad_points", grad_points, (None, rows.num_points, 3))
-        return self.linearize_points(z, rows)[1](grad_points)
-
-    def vertices(self, z: np.ndarray, chunk: int = 256) -> np.ndarray:
-        """Full decode: ``(B, D) -> (B, V, 3)`` vertices, model unit (in chunks of ``chunk`` codes)."""
-        z = self._z(z)
-        out = np.empty((z.shape[0], 3 * self.num_vertices), dtype=self.dtype)
-        for s in range(0, z.shape[0], chunk):
-            h, _ = self.hidden(z[s : s + chunk])
-            np.matmul(h, self.w2.T, out=out[s : s + chunk])
-            out[s : s + chunk] += self._offset
-        return out.reshape(z.shape[0], self.num_vertices, 3)
-
-    def vertices_vjp(self, z: np.ndarray, grad_vertices: np.ndarray) -> np.ndarray:
-        """``d/dz sum(grad_vertices * vertices(z))``: (B, V, 3) -> (B, D)."""
-        z = self._z(z)
-        check_shape("grad_vertices", grad_vertices, (z.shape[0], self.num_vertices, 3))
-        _, slope = self.hidden(z)
-        g = np.asarray(grad_vertices, dtype=self.dtype).reshape(z.shape[0], -1)
-        return self._back(z, slope, g @ self.w2)
-
 
 class LinearDecoder(_DecoderBase):
     """A linear model ``vertices = template + (basis @ z + offset).reshape(V, 3)`` (a 3DMM).
@@ -381,13 +408,6 @@ class LinearDecoder(_DecoderBase):
 
         return flat.reshape(nb, rows.num_points, 3), vjp
 
-    def points(self, z, rows):
-        return self.linearize_points(z, rows)[0]
-
-    def points_vjp(self, z, rows, grad_points):
-        check_shape("grad_points", grad_points, (None, rows.num_points, 3))
-        return self.linearize_points(z, rows)[1](grad_points)
-
     def vertices(self, z, chunk: int = 256):
         """Full decode: ``(B, D) -> (B, V, 3)`` vertices, model unit (in chunks of ``chunk`` codes)."""
         z = self._z(z)
@@ -403,12 +423,141 @@ class LinearDecoder(_DecoderBase):
         return np.asarray(grad_vertices, dtype=self.dtype).reshape(z.shape[0], -1) @ self.basis
 
 
+class MultilinearDecoder(_HiddenLayerDecoder):
+    """A multilinear (Tucker) model, the MAE baseline's decoder:
+    ``vertices = template + (einsum('rij,i,j->r', core, w_id, w_exp) + offset).reshape(V, 3)``
+    with ``w_id = id_mean + id_scale @ z_id`` and ``w_exp = exp_mean + exp_scale @ z_exp``
+    (the numpy twin of :class:`fitface.models.multilinear.MultilinearGenerator`).
+
+    Convention:
+        The code is ``[z_id (d_id), z_exp (d_exp), noise]`` in layout order: the layout's
+        blocks are ``(d_id, d_exp)`` or ``(d_id, d_exp, "noise")``; the noise block is unused
+        (zero gradient). ``id_scale`` / ``exp_scale`` are lower-triangular (Cholesky factors of
+        the training codes' covariances), so ``z ~ N(0, I)`` samples that Gaussian. The core's
+        row ``3 v + c`` is coordinate ``c`` of vertex ``v``. Internally the core is the
+        (3V, d_id * d_exp) matrix acting on the outer product ``kron(w_id, w_exp)``, so a
+        decode is one matrix product.
+
+    Args:
+        template: (V, 3) model unit. core: (3V, d_id, d_exp), model unit per unit
+            ``w_id * w_exp``. faces: (F, 3) int.
+        layout: latent layout (default ``identity d_id, expression d_exp``).
+        offset: (3V,) displacement added to every decode (model unit, default zeros).
+        id_mean: (d_id,), default zeros. id_scale: (d_id, d_id) lower-triangular, default I.
+        exp_mean: (d_exp,), default zeros. exp_scale: (d_exp, d_exp) lower-triangular, default I.
+        unit, landmark_sets, model_id: metadata passed through.
+        dtype: computation dtype (float32 default, float64 for tests).
+
+    Raises:
+        ValueError: wrong shapes, a layout that does not fit the core, a scale matrix with
+            entries above the diagonal.
+    """
+
+    def __init__(
+        self,
+        template: np.ndarray,
+        core: np.ndarray,
+        faces: np.ndarray,
+        layout: LatentLayout | None = None,
+        offset: np.ndarray | None = None,
+        id_mean: np.ndarray | None = None,
+        id_scale: np.ndarray | None = None,
+        exp_mean: np.ndarray | None = None,
+        exp_scale: np.ndarray | None = None,
+        unit: str = "mm",
+        landmark_sets: dict[str, LandmarkSet] | None = None,
+        model_id: str = "",
+        dtype: Any = np.float32,
+    ):
+        sizes = check_shape("core", core, ("3V", "I", "J"))
+        ni, nj = int(sizes["I"]), int(sizes["J"])
+        if layout is None:
+            layout = LatentLayout((("identity", ni), ("expression", nj)))
+        blocks = [d for _, d in layout.blocks]
+        if blocks[:2] != [ni, nj] or len(blocks) > 3 or (len(blocks) == 3 and layout.names[2] != "noise"):
+            raise ValueError(f"layout {layout.describe()}: a multilinear core ({ni}, {nj}) needs blocks "
+                             f"(identity {ni}, expression {nj}[, noise])")
+        super().__init__(template, faces, layout, unit, landmark_sets, model_id, dtype)
+        nv3 = 3 * self.num_vertices
+        check_shape("core", core, (nv3, ni, nj))
+        self.identity_dim, self.expression_dim = ni, nj
+        dt = self.dtype
+
+        def vec(name, x, n, default):
+            x = default if x is None else np.asarray(x, dtype=np.float64)
+            check_shape(name, x, (n,) if np.ndim(default) == 1 else (n, n))
+            return x
+
+        off = vec("offset", offset, nv3, np.zeros(nv3))
+        self.offset = off  # (3V,) float64, model unit
+        self.id_mean = vec("id_mean", id_mean, ni, np.zeros(ni)).astype(dt)
+        self.exp_mean = vec("exp_mean", exp_mean, nj, np.zeros(nj)).astype(dt)
+        self.id_scale = vec("id_scale", id_scale, ni, np.eye(ni)).astype(dt)
+        self.exp_scale = vec("exp_scale", exp_scale, nj, np.eye(nj)).astype(dt)
+        for name, m in (("id_scale", self.id_scale), ("exp_scale", self.exp_scale)):
+            if np.any(np.triu(m, 1) != 0):
+                raise ValueError(f"{name}: expected a lower-triangular (Cholesky) matrix")
+        self.id_scale_t = np.ascontiguousarray(self.id_scale.T)
+        self.exp_scale_t = np.ascontiguousarray(self.exp_scale.T)
+        self.core = np.ascontiguousarray(core, dtype=dt)  # (3V, I, J)
+        self._out_weight = self.core.reshape(nv3, ni * nj)  # (3V, I*J) view
+        # full-mesh offset: template + offset, (3V,) in the computation dtype
+        self._offset = (self.template.reshape(-1) + off).astype(dt)
+
+    @property
+    def hidden_size(self) -> int:
+        """``d_id * d_exp``, the length of the outer product the core acts on."""
+        return self.identity_dim * self.expression_dim
+
+    def core_rows(self, rows: LandmarkRows) -> np.ndarray:
+        """The landmark rows of the core as (3L, d_id, d_exp) (a view of ``rows.matrix``)."""
+        return rows.matrix.reshape(-1, self.identity_dim, self.expression_dim)
+
+    def _effective_rows(self, corners, bary):
+        ni, nj = self.identity_dim, self.expression_dim
+        core = self.core.reshape(self.num_vertices, 3, ni * nj)  # (V, 3, I*J) view
+        matrix = np.einsum("lk,lkcq->lcq", bary, core[corners].astype(np.float64))  # (L, 3, I*J)
+        base = (self.template + self.offset.reshape(-1, 3))[corners]  # (L, 3 corners, 3)
+        offset = np.einsum("lk,lkc->lc", bary, base)
+        return matrix.reshape(-1, ni * nj), offset.reshape(-1)
+
+    def coefficients(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mode coefficients: (B, D) codes -> ``(w_id (B, d_id), w_exp (B, d_exp))``."""
+        z = self._z(z)
+        ni, nj = self.identity_dim, self.expression_dim
+        return self.id_mean + z[:, :ni] @ self.id_scale_t, self.exp_mean + z[:, ni : ni + nj] @ self.exp_scale_t
+
+    def hidden(self, z: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """The outer product the core acts on, and the mode coefficients.
+
+        Args:
+            z: (B, D).
+
+        Returns:
+            ``(h, (w_id, w_exp))``: (B, d_id * d_exp) with column ``i * d_exp + j`` =
+            ``w_id[:, i] * w_exp[:, j]``, and (B, d_id), (B, d_exp) (:meth:`coefficients`).
+        """
+        w_id, w_exp = self.coefficients(z)
+        return (w_id[:, :, None] * w_exp[:, None, :]).reshape(w_id.shape[0], -1), (w_id, w_exp)
+
+    def _back(self, z: np.ndarray, state: tuple[np.ndarray, np.ndarray], grad_h: np.ndarray) -> np.ndarray:
+        """(B, d_id * d_exp) gradient at the outer product -> (B, D) gradient at z (noise block 0)."""
+        w_id, w_exp = state
+        nb, ni, nj = w_id.shape[0], self.identity_dim, self.expression_dim
+        g = grad_h.reshape(nb, ni, nj)
+        gz = np.zeros((nb, self.latent_dim), dtype=self.dtype)
+        gz[:, :ni] = np.einsum("bij,bj->bi", g, w_exp) @ self.id_scale
+        gz[:, ni : ni + nj] = np.einsum("bij,bi->bj", g, w_id) @ self.exp_scale
+        return gz
+
 # ----------------------------------------------------------------------------- model files
 
 
-def load_decoder(path: str | os.PathLike | None, dtype: Any = np.float32) -> MLPDecoder | LinearDecoder:
+def load_decoder(path: str | os.PathLike | None,
+                 dtype: Any = np.float32) -> MLPDecoder | LinearDecoder | MultilinearDecoder:
     """Load a model file's generator as an :class:`MLPDecoder` (generator kind ``"mlp"``, the
-    GAN) or a :class:`LinearDecoder` (kind ``"linear"``, the 3DMM baseline), without importing torch.
+    GAN), a :class:`LinearDecoder` (kind ``"linear"``, the 3DMM baseline) or a
+    :class:`MultilinearDecoder` (kind ``"multilinear"``, the MAE baseline), without importing torch.
 
     The file is read, parsed and validated once, by
     :func:`fitface.io.model_file_format.read_numpy_model_file`: the checks ``load_model`` makes,
@@ -433,8 +582,15 @@ def load_decoder(path: str | os.PathLike | None, dtype: Any = np.float32) -> MLP
     sets = {name: LandmarkSet(name, t[f"landmarks.{name}.face_index"].astype(np.int64),
                               t[f"landmarks.{name}.bary"].astype(np.float64)) for name in doc["landmark_sets"]}
     layout = LatentLayout.from_json(doc["latent_layout"])
-    dec: MLPDecoder | LinearDecoder
-    if generator_kind(doc) == "linear":
+    dec: MLPDecoder | LinearDecoder | MultilinearDecoder
+    if generator_kind(doc) == "multilinear":
+        dec = MultilinearDecoder(
+            t["template"], t["generator.core"], faces, layout, offset=t["generator.offset"],
+            id_mean=t["generator.id_mean"], id_scale=t["generator.id_scale"], exp_mean=t["generator.exp_mean"],
+            exp_scale=t["generator.exp_scale"], unit=doc["unit"], landmark_sets=sets, model_id=mf.model_id,
+            dtype=dtype,
+        )
+    elif generator_kind(doc) == "linear":
         dec = LinearDecoder(
             t["template"], t["generator.basis"], faces, layout, unit=doc["unit"], landmark_sets=sets,
             model_id=mf.model_id, dtype=dtype, offset=t["generator.offset"],

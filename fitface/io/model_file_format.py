@@ -7,6 +7,10 @@ Layout of a model file (``*.safetensors``, format ``"fitface-model"``, version 1
         generator.out.weight (3V, H), generator.out.bias (3V,)     float32 (float16 if half)
             -- or, for a linear model (generator kind "linear", the 3DMM baseline):
         generator.basis (3V, D), generator.offset (3V,)            float32 (float16 if half)
+            -- or, for a multilinear model (kind "multilinear", the MAE baseline's decoder):
+        generator.core (3V, I, J), generator.offset (3V,),
+        generator.id_mean (I,), generator.id_scale (I, I),
+        generator.exp_mean (J,), generator.exp_scale (J, J)        float32 (float16 if half)
         template (V, 3) float32, model unit       faces (F, 3) int64       uv (V, 2) float32
         landmarks.<name>.face_index (L,) int64    landmarks.<name>.bary (L, 3) float64
         discriminator.* (optional; present when the file was saved with a discriminator; float16
@@ -20,7 +24,10 @@ Layout of a model file (``*.safetensors``, format ``"fitface-model"``, version 1
 The generator config has a ``"kind"``: ``"mlp"`` (the GAN's
 :class:`~fitface.models.generator.Generator`: latent_dim, num_vertices, hidden,
 negative_slope) or ``"linear"`` (:class:`~fitface.models.linear.LinearGenerator`:
-latent_dim, num_vertices). A config without ``"kind"`` is ``"mlp"``: GAN files are written
+latent_dim, num_vertices) or ``"multilinear"``
+(:class:`~fitface.models.multilinear.MultilinearGenerator`: latent_dim, num_vertices,
+identity_dim ``I``, expression_dim ``J``; the layout's blocks are then ``(I, J)`` or
+``(I, J, noise)``). A config without ``"kind"`` is ``"mlp"``: GAN files are written
 without it, as by earlier versions, so old and new files read alike (see :func:`generator_kind`).
 
 Both loaders read through this module, one parse per load: :func:`read_model_bytes` reads the
@@ -62,7 +69,7 @@ VERSION = 1
 #: Key of the JSON document in the safetensors header metadata.
 METADATA_KEY = "fitface"
 #: Generator kinds a model file may hold (``document["generator"]["kind"]``, default "mlp").
-GENERATOR_KINDS = ("mlp", "linear")
+GENERATOR_KINDS = ("mlp", "linear", "multilinear")
 #: Largest accepted safetensors header (bytes); safetensors itself uses the same bound.
 MAX_HEADER_BYTES = 100_000_000
 #: Number of hex digits of a model id.
@@ -86,7 +93,7 @@ def file_model_id(data: bytes) -> str:
 
 
 def generator_kind(document: dict[str, Any]) -> str:
-    """The generator kind of a (validated) model document: ``"mlp"`` or ``"linear"``
+    """The generator kind of a (validated) model document: ``"mlp"``, ``"linear"`` or ``"multilinear"``
     (``"mlp"`` when the generator config has no ``"kind"``)."""
     return str(document["generator"].get("kind", "mlp"))
 
@@ -213,7 +220,8 @@ def validate_document(doc: dict[str, Any], path: Path) -> None:
     if gen_kind not in GENERATOR_KINDS:
         raise InputError(f"malformed fitface metadata: unknown generator kind {gen_kind!r} "
                          f"(this fitface {_fitface_version()} reads {', '.join(GENERATOR_KINDS)})", path)
-    ints = ("latent_dim", "num_vertices", "hidden") if gen_kind == "mlp" else ("latent_dim", "num_vertices")
+    ints = {"mlp": ("latent_dim", "num_vertices", "hidden"), "linear": ("latent_dim", "num_vertices"),
+            "multilinear": ("latent_dim", "num_vertices", "identity_dim", "expression_dim")}[gen_kind]
     for key in ints:
         if not isinstance(gen.get(key), int) or isinstance(gen.get(key), bool) or gen[key] <= 0:
             raise InputError(f"malformed fitface metadata: generator.{key} must be a positive int", path)
@@ -226,6 +234,16 @@ def validate_document(doc: dict[str, Any], path: Path) -> None:
             f"/ num_vertices {nv}",
             path,
         )
+    if gen_kind == "multilinear":
+        sizes = [d for _, d in layout.blocks]
+        if (sizes[:2] != [gen["identity_dim"], gen["expression_dim"]] or len(sizes) > 3
+                or (len(sizes) == 3 and layout.blocks[2][0] != "noise")):
+            raise InputError(
+                f"malformed fitface metadata: a multilinear generator (identity_dim {gen['identity_dim']}, "
+                f"expression_dim {gen['expression_dim']}) needs layout blocks (identity, expression[, noise]), "
+                f"got {layout.describe()}",
+                path,
+            )
     sets = need("landmark_sets", list)
     if not all(isinstance(s, str) and s and "." not in s for s in sets) or len(set(sets)) != len(sets):
         raise InputError(f"malformed fitface metadata: bad landmark set names {sets}", path)
@@ -321,11 +339,22 @@ def decode_tensors(file: ModelFileBytes, load: Callable[[bytes], dict[str, Any]]
 # ------------------------------------------------------------------------------ tensors
 def expected_generator_tensors(doc: dict[str, Any]) -> ExpectedTensors:
     """The generator's tensors a (validated) document implies, by kind (see the module's layout):
-    ``generator.fc.*`` and ``generator.out.*`` (mlp) or ``generator.basis`` / ``.offset`` (linear)."""
+    ``generator.fc.*`` and ``generator.out.*`` (mlp), ``generator.basis`` / ``.offset`` (linear)
+    or ``generator.core`` / ``.offset`` and the two Gaussians' ``*_mean`` / ``*_scale`` (multilinear)."""
     gen, nv = doc["generator"], doc["num_vertices"]
     nd = gen["latent_dim"]
     if generator_kind(doc) == "linear":
         return {"generator.basis": ((3 * nv, nd), "float"), "generator.offset": ((3 * nv,), "float")}
+    if generator_kind(doc) == "multilinear":
+        ni, nj = gen["identity_dim"], gen["expression_dim"]
+        return {
+            "generator.core": ((3 * nv, ni, nj), "float"),
+            "generator.offset": ((3 * nv,), "float"),
+            "generator.id_mean": ((ni,), "float"),
+            "generator.id_scale": ((ni, ni), "float"),
+            "generator.exp_mean": ((nj,), "float"),
+            "generator.exp_scale": ((nj, nj), "float"),
+        }
     nh = gen["hidden"]
     return {
         "generator.fc.weight": ((nh, nd), "float"),
@@ -380,7 +409,8 @@ def check_tensor_headers(header: dict[str, Any], expected: ExpectedTensors, p: P
 
 def check_tensor_values(arrays, doc: dict[str, Any], p: Path) -> None:
     """Check loaded tensors (numpy arrays or CPU torch tensors): landmark sets consistent and in
-    range, face indices in range, every floating tensor finite.
+    range, face indices in range, a multilinear model's scale matrices lower-triangular, every
+    floating tensor finite.
 
     Raises:
         InputError: naming the tensor and the problem.
@@ -392,6 +422,13 @@ def check_tensor_values(arrays, doc: dict[str, Any], p: Path) -> None:
         if fi.shape[0] != bary.shape[0]:
             raise InputError(f"landmark set {name!r}: {fi.shape[0]} face indices but {bary.shape[0]} bary rows", p)
         check_face_index(f"landmark set {name!r}", fi, doc["num_faces"], p)
+    if generator_kind(doc) == "multilinear":
+        for name in ("generator.id_scale", "generator.exp_scale"):
+            t = arrays[name]
+            m = t.detach().float().numpy() if hasattr(t, "detach") else np.asarray(t)
+            if np.any(np.triu(m, 1) != 0):
+                raise InputError(f"tensor {name!r} is not lower-triangular (a multilinear model's scale "
+                                 f"matrices are Cholesky factors)", p)
     faces = np.asarray(arrays["faces"])
     if faces.size and (int(faces.min()) < 0 or int(faces.max()) >= doc["num_vertices"]):
         raise InputError(f"faces: vertex index out of range [0, {doc['num_vertices']})", p)

@@ -241,7 +241,7 @@ def describe_model(path: str | os.PathLike, name: str | None = None) -> dict[str
     """What ``fitface models`` shows of one model file (header only, no torch).
 
     Returns:
-        ``{"name", "default", "installed": True, "kind" ("gan" | "linear"), "unit",
+        ``{"name", "default", "installed": True, "kind" ("gan" | "linear" | "mae"), "unit",
         "vertices", "latent_layout", "landmark_sets", "budget", "licence", "size_bytes",
         "size_mib", "path", "model_id", "summary"}``.
 
@@ -259,7 +259,7 @@ def describe_model(path: str | os.PathLike, name: str | None = None) -> dict[str
         "name": name,
         "default": name == DEFAULT_MODEL,
         "installed": True,
-        "kind": "linear" if generator_kind(doc) == "linear" else "gan",
+        "kind": {"linear": "linear", "multilinear": "mae"}.get(generator_kind(doc), "gan"),
         "unit": doc["unit"],
         "vertices": doc["num_vertices"],
         "latent_layout": doc["latent_layout"],
