@@ -142,3 +142,23 @@ def test_decoder_gradcheck_float64(small):
                 p.normal_(0, 0.1)
     z = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda z: model.decode(z), (z,), eps=1e-6, atol=1e-5)
+
+
+def test_normalisation_floor_and_trainer_errors(small):
+    model = ComaAutoencoder(small, seed=0, **SMALL_FILTERS)
+    d = np.zeros((5, 268, 3))
+    d[:, :10] = np.random.default_rng(0).standard_normal((5, 10, 3))  # most coordinates never move
+    model.set_normalisation(d)
+    std = model.std.numpy()
+    assert std[10:].min() > 0 and np.all(std[10:] == std[10:].min())  # the floor
+    np.testing.assert_allclose(std[:10], d[:, :10].std(0), rtol=1e-6)
+    assert torch.isfinite(model.normalise(torch.from_numpy(d).float())).all()
+    model.set_normalisation(np.zeros((2, 268, 3)))
+    assert torch.equal(model.std, torch.ones(268, 3))
+    with pytest.raises(ValueError, match="displacements"):
+        model.set_normalisation(np.zeros((2, 267, 3)))
+    with pytest.raises(ValueError, match="epochs"):
+        train_coma(model, d, epochs=-1)
+    with pytest.raises(ValueError, match="batch_size"):
+        train_coma(model, d, epochs=1, batch_size=0)
+    assert train_coma(model, d, epochs=0) == []
