@@ -52,19 +52,20 @@ def load_fit_model(model: Any = None):
     """
     if is_decoder(model):
         return model
-    from fitface.models.model_file import read_metadata
     from fitface.models.registry import resolve_model
 
     resolved = resolve_model(model)
     path = resolved.path
-    read_metadata(path)  # validates the header: one-line InputError for anything but a model file
-    st = path.stat()
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise InputError(f"cannot read model file: {one_line(exc.strerror or exc)}", path) from None
     key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
     dec = _DECODERS.get(key)
     if dec is None:
         from fitface.fitting.decoder import load_decoder
 
-        try:
+        try:  # one parse of the file: load_decoder validates the header (one-line InputError)
             dec = load_decoder(path)
         except InputError:
             raise
