@@ -44,8 +44,7 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from fitface.api.inputs import one_line
-    from fitface.errors import InputError
+    from fitface.errors import InputError, one_line
     from fitface.evaluation.decoupling import decoupling_score
     from fitface.evaluation.embedder import load_embedder
     from fitface.models.model_file import load_model, save_model

@@ -79,7 +79,7 @@ def partial_noisy_scan(truth_mm: np.ndarray, faces: np.ndarray, rng: np.random.G
 def main(argv: list[str] | None = None) -> int:
     from fitface.data.format import load_dataset
     from fitface.errors import InputError
-    from fitface.evaluation.heldout_captures import _neutral_sample, build_test_captures
+    from fitface.evaluation.heldout_captures import build_test_captures, neutral_sample
     from fitface.geometry.camera import rotation_yaw_pitch
     from fitface.io.atomic import atomic_path
 
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     faces = np.asarray(tc.faces, dtype=np.int64)
     lset = tc.landmark_sets["ibug68"]
     expr = {name: k for k, name in enumerate(tc.expression_names)}
-    b_sample = _neutral_sample(ds, int(ids[1]))
+    b_sample = neutral_sample(ds, int(ids[1]))
     if b_sample is None:
         print(f"error: {args.data}: test identity {int(ids[1])} has no neutral sample", file=sys.stderr)
         return 2

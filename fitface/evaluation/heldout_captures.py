@@ -217,7 +217,7 @@ def _test_identities(ds, identities: int | None) -> np.ndarray:
     return ids.astype(np.int64)
 
 
-def _neutral_sample(ds, label: int) -> int | None:
+def neutral_sample(ds, label: int) -> int | None:
     """Index of a sample of identity ``label`` with intensity 0 (its exact neutral), or None."""
     inten = ds.extras.get("intensity")
     if inten is None:
@@ -247,7 +247,7 @@ def _verify_neutrals(ds, ids: np.ndarray, neutrals: np.ndarray) -> float | None:
     """Max |stored neutral sample - rebuilt neutral| (mm) over identities that have one."""
     worst = None
     for i, lab in enumerate(ids):
-        s = _neutral_sample(ds, int(lab))
+        s = neutral_sample(ds, int(lab))
         if s is None:
             continue
         d = float(np.abs(np.asarray(ds.vertices[s], dtype=np.float64) - neutrals[i]).max())
