@@ -354,7 +354,20 @@ def test_cli_baseline_writes_model_and_report(dataset, tmp_path):
     assert ratios == sorted(ratios, reverse=True)
     dec = load_decoder(run / "model.safetensors")
     assert report["model_id"] == dec.model_id and dec.layout.dim == 21
+    config = json.loads((run / "config.json").read_text())  # the resolved config, every field
+    assert config["baseline"] == "linear" and config["split"] == "train"
+    assert config["latent_layout"] == report["latent_layout"] and config["data_dir"] == str(dataset.path)
     assert main(["baseline", str(dataset.path), "-o", str(run), "--quiet"]) == 2  # exists: refuse
+
+
+def test_cli_baseline_refuses_training_options_for_linear(dataset, tmp_path, capsys):
+    from fitface.cli import main
+
+    run = tmp_path / "run"
+    assert main(["baseline", str(dataset.path), "-o", str(run), "--max-epochs", "3", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --max-epochs: only for --kind mae and coma"]
+    assert not run.exists()  # nothing written
 
 
 # ------------------------------------------------------------------------------ ICT data
