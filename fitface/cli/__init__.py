@@ -54,6 +54,7 @@ COMMANDS = {
     "baseline": "fitface.cli.baseline:baseline",
     "evaluate": "fitface.cli.evaluate:evaluate",
     "models": "fitface.cli.models:models",
+    "track": "fitface.cli.track:track",
 }
 
 
