@@ -11,10 +11,11 @@ __version__ = "0.1.0"
 from fitface.errors import FitfaceError, InputError, NoFaceError  # noqa: E402
 
 __all__ = ["__version__", "FitfaceError", "InputError", "NoFaceError", "load_model",
-           "fit", "fit_batch", "retarget", "sample", "interpolate", "add_landmark_set"]
+           "fit", "fit_batch", "track", "retarget", "retarget_sequence", "sample", "interpolate",
+           "add_landmark_set"]
 
 #: Public functions of :mod:`fitface.api` (numpy only; importing them never imports torch).
-_API = ("fit", "fit_batch", "retarget", "sample", "interpolate", "add_landmark_set")
+_API = ("fit", "fit_batch", "track", "retarget", "retarget_sequence", "sample", "interpolate", "add_landmark_set")
 
 
 def __getattr__(name: str):

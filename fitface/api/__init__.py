@@ -1,7 +1,8 @@
 """The Python API of fitting, batch reconstruction, retargeting and latent manipulation.
 
-``fitface.fit``, ``fitface.fit_batch``, ``fitface.retarget``, ``fitface.sample``,
-``fitface.interpolate`` and ``fitface.add_landmark_set`` mirror the CLI commands (which are thin
+``fitface.fit``, ``fitface.fit_batch``, ``fitface.track``, ``fitface.retarget`` (and
+``fitface.retarget_sequence``), ``fitface.sample``, ``fitface.interpolate`` and
+``fitface.add_landmark_set`` mirror the CLI commands (which are thin
 layers over them), for notebooks and scripts. Everything here runs on numpy (the fitting engine
 :mod:`fitface.fitting` decodes only the landmark rows of the generator); torch is never imported,
 so a single fit is fast end to end.
@@ -46,6 +47,8 @@ from fitface.api.inputs import (
 )
 from fitface.api.landmark_sets import add_landmark_set
 from fitface.api.latent_edit import CodesResult, interpolate, retarget, sample
+from fitface.api.sequence_retarget import SequenceRetargetResult, retarget_sequence
+from fitface.api.track import TrackCodes, TrackResult, read_track_codes, track
 from fitface.landmarks.set_files import read_landmark_set_file
 
 __all__ = [
@@ -53,6 +56,9 @@ __all__ = [
     "BatchResult",
     "CodesResult",
     "FitResult",
+    "SequenceRetargetResult",
+    "TrackCodes",
+    "TrackResult",
     "add_landmark_set",
     "choose_landmark_set",
     "fit",
@@ -61,6 +67,9 @@ __all__ = [
     "load_fit_model",
     "parse_assignments",
     "read_landmark_set_file",
+    "read_track_codes",
     "retarget",
+    "retarget_sequence",
     "sample",
+    "track",
 ]

@@ -58,8 +58,11 @@ def retarget(
     ``mode="replace"``: ``G(z_id(B), z_exp(A), z_noise(B))``; ``mode="add"``:
     ``G(z_id(B), z_exp(A) + z_exp(B), z_noise(B))``. Any other factor comes from B.
 
+    A tracked sequence (``codes.npz`` of :func:`fitface.api.track`) as ``expression`` is
+    :func:`fitface.api.retarget_sequence` (``out`` is then its output folder).
+
     Args:
-        expression: A's codes.json (path or Codes).
+        expression: A's codes.json (path or Codes), or a tracked sequence's codes.npz.
         identity: B's codes.json.
         model: the model both codes come from (built-in name, file, or a decoder); None = the
             model the codes record (``codes.json`` ``"model"``), checked by ``model_id``.
@@ -68,15 +71,19 @@ def retarget(
         model_frame: write the mesh in the model's frame and unit instead of B's capture frame.
 
     Returns:
-        :class:`CodesResult` with one mesh (B's frame and unit unless ``model_frame``).
+        :class:`CodesResult` with one mesh (B's frame and unit unless ``model_frame``); for a
+        sequence, :class:`fitface.api.SequenceRetargetResult`.
 
     Raises:
         InputError: codes from different models, or from another model than ``model``; without
             ``model``, codes whose model cannot be found (the message says which to pass).
     """
+    from fitface.api.sequence_retarget import is_sequence_codes, retarget_sequence
     from fitface.fitting.similarity import Similarity
     from fitface.io.codes import Codes
 
+    if is_sequence_codes(expression):
+        return retarget_sequence(expression, identity, out, model=model, mode=mode, model_frame=model_frame)
     if mode not in ("replace", "add"):
         raise InputError(f"--mode: expected replace or add, got {mode!r}")
     a, b = codes_of(expression, "--expression"), codes_of(identity, "--identity")

@@ -46,10 +46,10 @@ from fitface.errors import InputError, NoFaceError
 TRACK_STEPS = 100
 #: Default ``mu_exp`` of ``mu sum_t ||z_exp(t+1) - z_exp(t)||^2`` (model unit, against squared
 #: pixel residuals divided by the scale, i.e. mm^2 summed over ~400 points). On the test sequence
-#: (mu_exp, mu_pose) = (0, 0): vertex RMSE 2.41 mm, landmark acceleration 0.76 px/frame^2;
-#: (3, 1): 2.55 mm, 0.60; (3, 4): 3.2 mm, 0.61; (10, 10): 4.6 mm, 0.55. The jitter is mostly the
-#: pose's; mu_exp changes little below 10.
-TRACK_SMOOTHNESS = 3.0
+#: (100 steps; mu_exp, mu_pose): (3, 0) vertex RMSE 2.40 mm, mean landmark acceleration
+#: 0.76 px/frame^2; (3, 4) 2.40 mm, 0.58; (10, 16) 2.42 mm, 0.56; (3, 64) 2.52 mm, 0.56; every frame
+#: fitted alone (400 steps) 2.47 mm, 0.78. The jitter is mostly the pose's.
+TRACK_SMOOTHNESS = 10.0
 #: The overlay is rendered at this fraction of the frame size, then scaled up (speed).
 OVERLAY_SCALE = 0.5
 #: Opacity of the mesh in the overlay.
@@ -290,7 +290,9 @@ def track(
                     history_every=0)
     fit_tick = (lambda k, total: progress("fit", k, total)) if progress is not None else None
     try:
-        res = fit_sequence_2d(dec, lifted.points[valid], "mediapipe", cfg, pose_smoothness, progress=fit_tick)
+        runs = np.cumsum(np.r_[0, np.diff(np.flatnonzero(valid)) > 1])  # (T_valid,) runs without a gap
+        res = fit_sequence_2d(dec, lifted.points[valid], "mediapipe", cfg, pose_smoothness, runs=runs,
+                              progress=fit_tick)
     except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
         from fitface.errors import one_line
 

@@ -14,9 +14,10 @@ import click
 @click.option("--lambda", "lam", type=float, default=None,
               help="Weight of the latent regulariser lambda*||z||^2 (paper eq. 13). Default 30, as for photos.")
 @click.option("--smoothness", type=float, default=None,
-              help="mu of mu*sum_t ||z_exp(t+1) - z_exp(t)||^2 on the expression codes (default 3).")
+              help="mu of mu*sum_t ||z_exp(t+1) - z_exp(t)||^2 on the expression codes (default 10).")
 @click.option("--pose-smoothness", type=float, default=None,
-              help="Temporal smoothing of the head pose (unitless, ~sqrt(mu) frames; default 1; 0: per frame).")
+              help="Temporal smoothing of the head pose's acceleration (unitless, ~mu**0.25 frames; default 16; "
+                   "0: per frame).")
 @click.option("--fps", type=float, default=None, help="Subsample to at most this many frames per second.")
 @click.option("--start", type=float, default=None, help="First second tracked.")
 @click.option("--end", type=float, default=None, help="Track frames before this second.")
