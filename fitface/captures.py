@@ -29,16 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fitface.errors import InputError
-
-_DIGITS = re.compile(r"(\d+)")
-
-
-def natural_key(name: str) -> tuple:
-    """Sort key: digit runs compare as numbers (``"f2" < "f10"``), the rest case-insensitively;
-    the plain name breaks ties."""
-    parts = _DIGITS.split(name)
-    key = tuple((0, int(p), "") if p.isdigit() else (1, 0, p.lower()) for p in parts if p != "")
-    return key, name
+from fitface.io.files import natural_key  # the one home of the natural name order (re-exported)
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,8 @@ import scipy.sparse as sp
 from fitface.checks import check_faces, check_shape
 from fitface.checks import check_mesh as validate_mesh
 
-__all__ = ["MeshHierarchy", "build_hierarchy", "mesh_adjacency", "CANDIDATE_TRIANGLES", "LEVELS", "FACTOR"]
+__all__ = ["MeshHierarchy", "build_hierarchy", "decimate_mesh", "mesh_adjacency", "CANDIDATE_TRIANGLES", "LEVELS",
+           "FACTOR"]
 
 #: CoMA's number of down-sampling steps.
 LEVELS = 4
@@ -156,7 +157,7 @@ def mesh_adjacency(num_vertices: int, faces) -> sp.csr_matrix:
     return a
 
 
-def _decimate(vertices: np.ndarray, faces: np.ndarray, target: int) -> tuple[np.ndarray, np.ndarray]:
+def decimate_mesh(vertices: np.ndarray, faces: np.ndarray, target: int) -> tuple[np.ndarray, np.ndarray]:
     """One level: ``(survivors (target,) int64 sorted, coarse faces (F', 3) int64 in coarse indices)``."""
     import fast_simplification
 
@@ -270,7 +271,7 @@ def build_hierarchy(vertices, faces, levels: int = LEVELS, factor: int = FACTOR)
         if target < 4:
             raise ValueError(f"levels: level {level + 1} would keep {target} vertices of {n}; "
                              f"use fewer levels or a finer template")
-        surv, cf = _decimate(verts[-1], tris[-1], target)
+        surv, cf = decimate_mesh(verts[-1], tris[-1], target)
         coarse = verts[-1][surv]
         downs.append(sp.csr_matrix((np.ones(target), (np.arange(target), surv)), shape=(target, n)))
         ups.append(_barycentric_upsampling(verts[-1], coarse, cf, surv))

@@ -52,6 +52,10 @@ TRACK_STEPS = 100
 TRACK_SMOOTHNESS = 10.0
 #: The overlay is rendered at this fraction of the frame size, then scaled up (speed).
 OVERLAY_SCALE = 0.5
+#: Vertices of the overlay's display mesh (the model's mesh decimated once, a row selection of
+#: its vertices: rendering 18,460 ICT triangles costs ~28 ms a frame at half size, 3,000
+#: vertices ~15 ms).
+OVERLAY_VERTICES = 3000
 #: Opacity of the mesh in the overlay.
 OVERLAY_ALPHA = 0.6
 #: Albedo of the fitted mesh in the overlay (a light blue, told apart from skin).
@@ -163,7 +167,8 @@ class TrackResult:
         faces: (F, 3) int64 the model's triangles.
         summary: the ``track.json`` document.
         files: name -> path of every file written.
-        seconds: wall time; timings: seconds per stage (read, mediapipe, fit, overlay, write).
+        seconds: wall time; timings: wall seconds per stage (open, mediapipe, decode, fit,
+            overlay, write, total); cpu_timings: the same in CPU seconds (all threads).
     """
 
     codes: TrackCodes
@@ -172,6 +177,7 @@ class TrackResult:
     files: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    cpu_timings: dict[str, float] = field(default_factory=dict)
 
     def vertices(self, model: Any = None, frames: slice | np.ndarray | None = None) -> np.ndarray:
         """(T', V, 3) float64 meshes in the photo frame (pixels) of the frames selected."""
@@ -255,8 +261,8 @@ def track(
     from fitface.landmarks.lift_video import lift_frames
     from fitface.landmarks.photo_fit import PHOTO_LAMBDA
 
-    t0 = time.perf_counter()
-    timings: dict[str, float] = {}
+    t0 = _now()
+    timings: dict[str, np.ndarray] = {}  # stage -> (wall, CPU) seconds
     lam = PHOTO_LAMBDA if lam is None else float(lam)
     pose_smoothness = POSE_SMOOTHNESS if pose_smoothness is None else float(pose_smoothness)
     for name, v in (("--lambda", lam), ("--smoothness", smoothness), ("--pose-smoothness", pose_smoothness)):
@@ -270,22 +276,22 @@ def track(
     _check_layout(dec)
     indices = mediapipe_rows(dec)
     n = len(src)
-    timings["open"] = time.perf_counter() - t0
+    timings["open"] = _now() - t0
 
     # ---- landmarks, frame by frame (decoding interleaved with mediapipe)
-    t1 = time.perf_counter()
+    t1 = _now()
     tick = (lambda k: progress("landmarks", k, n)) if progress is not None else None
     lifted = lift_frames((f.image for f in src), indices, mediapipe_model, tick)
     if lifted.points.shape[0] != n:
         raise InputError(f"only {lifted.points.shape[0]} of {n} frames could be decoded", src.path)
-    timings["mediapipe"] = lifted.seconds
-    timings["decode"] = time.perf_counter() - t1 - lifted.seconds
+    timings["mediapipe"] = np.array([lifted.seconds, lifted.cpu_seconds])
+    timings["decode"] = _now() - t1 - timings["mediapipe"]
     valid = lifted.valid
     if not valid.any():
         raise NoFaceError(f"no face found in any of the {n} frames", src.path)
 
     # ---- one sequence fit of the valid frames
-    t2 = time.perf_counter()
+    t2 = _now()
     cfg = FitConfig(lam=lam, steps=steps, seed=int(seed), init="zero", sequence_smoothness=float(smoothness),
                     history_every=0)
     fit_tick = (lambda k, total: progress("fit", k, total)) if progress is not None else None
@@ -311,7 +317,7 @@ def track(
         scale=tr.scale, rotation=tr.rotation, translation=tr.translation, landmark_rms=rms,
         frame_index=src.indices.copy(), time=times, valid=valid.copy(), model_id=dec.model_id,
         model=model_reference(dec), source=str(Path(src.path).resolve()))
-    timings["fit"] = time.perf_counter() - t2
+    timings["fit"] = _now() - t2
 
     summary: dict[str, Any] = {
         "model_id": dec.model_id, "model": codes.model, "source": codes.source, "source_kind": src.kind,
@@ -326,10 +332,12 @@ def track(
     result = TrackResult(codes, np.asarray(dec.faces), summary)
     if out_dir is not None:
         _write(dec, src, result, Path(out_dir), meshes, overlay, timings, progress)
-    timings["total"] = time.perf_counter() - t0
-    result.seconds = timings["total"]
-    result.timings = timings
-    result.summary["seconds"] = {k: round(v, 4) for k, v in timings.items()}
+    timings["total"] = _now() - t0
+    result.seconds = float(timings["total"][0])
+    result.timings = {k: float(v[0]) for k, v in timings.items()}
+    result.cpu_timings = {k: float(v[1]) for k, v in timings.items()}
+    result.summary["seconds"] = {k: round(v, 4) for k, v in result.timings.items()}
+    result.summary["cpu_seconds"] = {k: round(v, 4) for k, v in result.cpu_timings.items()}
     if out_dir is not None:  # the summary last: it records every other file and the timings
         from fitface.io.atomic import write_text
 
@@ -339,13 +347,13 @@ def track(
     return result
 
 
-def _write(dec, src, result: TrackResult, out: Path, meshes: bool, overlay: bool, timings: dict[str, float],
+def _write(dec, src, result: TrackResult, out: Path, meshes: bool, overlay: bool, timings: dict[str, np.ndarray],
            progress) -> None:
     """codes.npz, the meshes and the overlay (track.json is written by the caller)."""
     codes = result.codes
     n = len(codes)
     if overlay:
-        t = time.perf_counter()
+        t = _now()
         from fitface.io.video import write_video
 
         path = out / "overlay.mp4"
@@ -353,8 +361,8 @@ def _write(dec, src, result: TrackResult, out: Path, meshes: bool, overlay: bool
         write_video(path, frames, src.source_fps if src.kind == "video" and len(src) == src.indices[-1] + 1
                     else _effective_fps(codes.time))
         result.files["overlay"] = path
-        timings["overlay"] = time.perf_counter() - t
-    t = time.perf_counter()
+        timings["overlay"] = _now() - t
+    t = _now()
     codes.save(out / "codes.npz")
     result.files["codes"] = out / "codes.npz"
     if meshes:
@@ -366,7 +374,12 @@ def _write(dec, src, result: TrackResult, out: Path, meshes: bool, overlay: bool
             for k, v in enumerate(verts):
                 save_mesh(folder / f"frame_{int(codes.frame_index[a + k]):06d}.ply", v, result.faces)
         result.files["meshes"] = folder
-    timings["write"] = time.perf_counter() - t
+    timings["write"] = _now() - t
+
+
+def _now() -> np.ndarray:
+    """(2,) float64 ``(wall, CPU)`` clocks in seconds (CPU: every thread of the process)."""
+    return np.array([time.perf_counter(), time.process_time()])
 
 
 def _effective_fps(times: np.ndarray) -> float:
@@ -376,18 +389,38 @@ def _effective_fps(times: np.ndarray) -> float:
     return float(1.0 / max(np.median(np.diff(times)), 1e-6))
 
 
+def display_mesh(dec, target: int = OVERLAY_VERTICES) -> tuple[np.ndarray, np.ndarray]:
+    """``(kept (V',) int64 vertex indices, faces (F', 3) int64 on them)``: the model's mean face
+    decimated (quadric edge collapse, :func:`fitface.models.mesh_sampling.decimate_mesh`) for
+    display; the full mesh when it has no more than ``target`` vertices or cannot be decimated."""
+    faces = np.asarray(dec.faces, dtype=np.int64)
+    n = dec.num_vertices
+    if n <= target:
+        return np.arange(n), faces
+    from fitface.models.mesh_sampling import decimate_mesh
+
+    mean = np.asarray(dec.vertices(np.zeros((1, dec.latent_dim))), dtype=np.float64)[0]
+    try:
+        return decimate_mesh(mean, faces, target)
+    except ValueError:
+        return np.arange(n), faces
+
+
 def overlay_frames(dec, src, codes: TrackCodes, progress=None, scale: float = OVERLAY_SCALE,
                    alpha: float = OVERLAY_ALPHA, chunk: int = 32):
     """Yield every frame with its fitted mesh rendered over it ((H, W, 3) uint8 RGB).
 
-    The mesh is rendered shaded (:func:`fitface.geometry.render.render_shaded`) at ``scale`` of
-    the frame size and scaled up (bilinear, soft mask edge); invalid frames are drawn with a
-    red border (their codes are interpolated).
+    The mesh, decimated once to :data:`OVERLAY_VERTICES` vertices (:func:`display_mesh`), is
+    rendered shaded (:func:`fitface.geometry.render.render_shaded`) at ``scale`` of the frame
+    size and scaled up (bilinear, soft mask edge); invalid frames are drawn with a red border
+    (their codes are interpolated).
     """
     import cv2
 
     from fitface.geometry.camera import Camera
     from fitface.geometry.render import render_shaded
+
+    keep, tri = display_mesh(dec)
 
     h, w = src.size
     hs, ws = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
@@ -396,8 +429,8 @@ def overlay_frames(dec, src, codes: TrackCodes, progress=None, scale: float = OV
     verts = None
     for k, frame in enumerate(src):
         if k % chunk == 0:
-            verts = sequence_vertices(dec, codes, slice(k, k + chunk))  # (chunk, V, 3) photo frame
-        r = render_shaded(verts[k % chunk], dec.faces, camera=cam, albedo=OVERLAY_ALBEDO, cull_backfaces=True)
+            verts = sequence_vertices(dec, codes, slice(k, k + chunk))[:, keep]  # (chunk, V', 3) photo frame
+        r = render_shaded(verts[k % chunk], tri, camera=cam, albedo=OVERLAY_ALBEDO, cull_backfaces=True)
         img = frame.image
         out = img.copy()
         rows, cols = np.flatnonzero(r.mask.any(1)), np.flatnonzero(r.mask.any(0))
@@ -415,5 +448,5 @@ def overlay_frames(dec, src, codes: TrackCodes, progress=None, scale: float = OV
         yield out
 
 
-__all__ = ["NPZ_KEYS", "OVERLAY_SCALE", "TRACK_SMOOTHNESS", "TRACK_STEPS", "TrackCodes", "TrackResult",
+__all__ = ["NPZ_KEYS", "OVERLAY_SCALE", "OVERLAY_VERTICES", "display_mesh", "TRACK_SMOOTHNESS", "TRACK_STEPS", "TrackCodes", "TrackResult",
            "overlay_frames", "read_track_codes", "sequence_vertices", "track"]

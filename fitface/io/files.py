@@ -1,7 +1,9 @@
-"""Reading user files with one-line errors (missing, a folder, unreadable, empty)."""
+"""Reading user files with one-line errors (missing, a folder, unreadable, empty), and the natural
+name order of a folder's files."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from fitface.errors import InputError
@@ -21,3 +23,14 @@ def read_input_bytes(p: Path) -> bytes:
     if not data:
         raise InputError("file is empty (0 bytes)", p)
     return data
+
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key: digit runs compare as numbers (``"f2" < "f10"``), the rest case-insensitively;
+    the plain name breaks ties."""
+    parts = _DIGITS.split(name)
+    key = tuple((0, int(p), "") if p.isdigit() else (1, 0, p.lower()) for p in parts if p != "")
+    return key, name

@@ -96,6 +96,8 @@ class FrameSource:
                 self._check_size(img, int(i))
                 yield Frame(int(i), float(i) / self.source_fps, img)
             return
+        import cv2
+
         keep = set(int(i) for i in want)
         last = int(want.max())
         with _capture(self.path) as cap:
@@ -105,7 +107,7 @@ class FrameSource:
                     ok, bgr = cap.read()
                     if not ok:
                         break
-                    img = np.ascontiguousarray(bgr[..., ::-1])
+                    img = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # ~10x faster than a strided numpy copy
                     self._check_size(img, i)
                     yield Frame(i, i / self.source_fps, img)
                 elif not cap.grab():
@@ -193,7 +195,7 @@ def open_frames(path: str | os.PathLike, *, fps: float | None = None, start: flo
         InputError: missing path, unreadable or empty video, a folder without images, no frame
             in ``[start, end)``, bad options (one line, naming the file).
     """
-    from fitface.captures import natural_key
+    from fitface.io.files import natural_key
 
     p = Path(path)
     if not p.exists():
@@ -261,7 +263,7 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
                         raise OSError(f"{path}: OpenCV could not open an mp4 writer")
                 elif (a.shape[1], a.shape[0]) != size:
                     raise ValueError(f"frame {n}: size {a.shape[1]}x{a.shape[0]}, expected {size[0]}x{size[1]}")
-                writer.write(np.ascontiguousarray(a[..., ::-1]))
+                writer.write(cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_RGB2BGR))
                 n += 1
         finally:
             if writer is not None:
