@@ -19,6 +19,10 @@ decoding the video, and the rest (interpreter start, imports, model load, writin
 
 Prints a Markdown table for docs/benchmarks.md with the machine, the date and the command.
 Issue target: >= 15 frames per second on 2 CPU cores.
+
+``--pictures DIR`` instead writes the README's two pictures: frame ``--frame`` of the overlay
+(``track_overlay.png``) and of the retargeted sequence's preview (``track_retarget.png``: the
+source beside another identity of the model performing its expressions), each at half size.
 """
 
 from __future__ import annotations
@@ -77,11 +81,44 @@ def row(label: str, r: dict) -> str:
             f"{share(cs.get('overlay', 0))} | {share(cs.get('decode', 0))} | {share(rest)} |")
 
 
+def pictures(folder: Path, frame: int) -> None:
+    """Track the rendered video and retarget it onto another identity; save one frame of each video."""
+    import cv2
+
+    from fitface.api import retarget_sequence, track
+    from fitface.api.inputs import load_fit_model
+    from fitface.io.codes import Codes, write_codes
+    from fitface.io.image import write_png
+    from fitface.io.video import open_frames
+
+    dec = load_fit_model("ict")
+    lay = dec.layout
+    with tempfile.TemporaryDirectory() as tmp:
+        video = Path(tmp) / "face.mp4"
+        make_video(video, 120)  # 60 rendered frames, forward then backward
+        res = track(video, Path(tmp) / "track")
+        zb = np.zeros(lay.dim)
+        zb[lay.slice("identity")] = np.random.default_rng(7).standard_normal(lay.size("identity")) * 0.8
+        parts = {k: np.asarray(v).tolist() for k, v in lay.split(zb).items()}
+        write_codes(Path(tmp) / "B.json", Codes(dec.model_id, parts, None, "mm", {}, "ict"))
+        anim = retarget_sequence(res.files["codes"], Path(tmp) / "B.json", Path(tmp) / "anim")
+        for name, path in (("track_overlay.png", res.files["overlay"]), ("track_retarget.png", anim.files["preview"])):
+            img = next(open_frames(path).frames([frame])).image
+            small = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
+            write_png(folder / name, small)
+            print(f"wrote {folder / name} ({small.shape[1]}x{small.shape[0]})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--pictures", type=Path, default=None, help="write the README's pictures into this folder")
+    ap.add_argument("--frame", type=int, default=11, help="the frame shown in the pictures (11: the jaw open)")
     args = ap.parse_args()
+    if args.pictures is not None:
+        pictures(args.pictures, args.frame)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         video = Path(tmp) / "face.mp4"
         make_video(video, args.frames)

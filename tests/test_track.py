@@ -288,3 +288,33 @@ def test_no_face_at_all_exits_3(tmp_path, capsys):
     code, _, err = run_cli(["track", path, "-o", out, "--no-progress"], capsys)
     assert code == 3 and "no face" in err and err.count("\n") == 1, err
     assert not out.exists()
+
+
+def test_python_api_on_a_folder_of_frames(rendered, dec, tmp_path):
+    """``fitface.track`` mirrors the CLI: a folder of frames, --fps / --start / --end, no overlay;
+    ``fitface.retarget`` with a codes.npz is the sequence retarget."""
+    import fitface
+    from fitface.io.image import write_png
+
+    seq, _ = rendered
+    for k in range(24):
+        write_png(tmp_path / "frames" / f"f{k}.png", seq.frames[k])
+    res = fitface.track(tmp_path / "frames", tmp_path / "out", fps=15.0, start=0.1, end=0.7, overlay=False)
+    # a folder plays at 30 fps: frames 3..20, every other one
+    np.testing.assert_array_equal(res.codes.frame_index, np.arange(3, 21, 2))
+    assert res.codes.valid.all() and sorted(res.files) == ["codes", "summary"]
+    assert not (tmp_path / "out" / "overlay.mp4").exists()
+    assert set(res.timings) >= {"mediapipe", "fit", "total"} and set(res.cpu_timings) == set(res.timings)
+    assert res.vertices(dec).shape == (9, dec.num_vertices, 3)
+    out = fitface.retarget(tmp_path / "out" / "codes.npz", _b_codes(dec, tmp_path), out=tmp_path / "anim")
+    assert out.vertices.shape == (9, dec.num_vertices, 3) and (tmp_path / "anim" / "preview.mp4").is_file()
+
+
+def _b_codes(dec, folder):
+    from fitface.io.codes import Codes, write_codes
+
+    lay = dec.layout
+    z = np.zeros(lay.dim)
+    parts = {k: np.asarray(v).tolist() for k, v in lay.split(z).items()}
+    write_codes(folder / "b.json", Codes(dec.model_id, parts, None, "mm", {}, MODEL))
+    return folder / "b.json"
