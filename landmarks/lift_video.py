@@ -44,7 +44,7 @@ class LiftedFrames:
 
 
 def lift_frames(images: Iterable[np.ndarray], indices: np.ndarray, mediapipe_model: str | os.PathLike | None = None,
-                progress: Callable[[int], None] | None = None) -> LiftedFrames:
+                progress: Callable[[int], None] | None = None, times: np.ndarray | None = None) -> LiftedFrames:
     """Run the face mesh on consecutive frames of one video (tracking mode).
 
     Args:
@@ -52,6 +52,8 @@ def lift_frames(images: Iterable[np.ndarray], indices: np.ndarray, mediapipe_mod
         indices: (L,) int mediapipe indices kept (the model's ``"mediapipe"`` set).
         mediapipe_model: None (bundled face mesh) or a ``face_landmarker.task`` file.
         progress: called with the number of frames done after each frame.
+        times: optional (T,) float seconds of the frames (the Tasks API's video timestamps;
+            default 33 ms apart).
 
     Returns:
         :class:`LiftedFrames` (possibly with no valid frame: the caller decides).
@@ -66,7 +68,7 @@ def lift_frames(images: Iterable[np.ndarray], indices: np.ndarray, mediapipe_mod
         cpu = time.process_time() - c_start
         for k, img in enumerate(images):
             t0, c0 = time.perf_counter(), time.process_time()
-            found = det.detect(img, timestamp_ms=None)
+            found = det.detect(img, timestamp_ms=None if times is None else int(round(1e3 * times[k])))
             spent += time.perf_counter() - t0
             cpu += time.process_time() - c0
             if found and found[0].points.shape[0] > int(idx.max()):

@@ -271,7 +271,12 @@ def test_bad_inputs_exit_codes_and_nothing_written(tmp_path, capsys):
     empty.write_bytes(b"")
     folder = tmp_path / "nothing"
     folder.mkdir()
-    for src in (bad, empty, folder, tmp_path / "missing.mp4"):
+    import cv2
+
+    no_frames = tmp_path / "no_frames.mp4"  # a container OpenCV wrote, without a frame
+    w = cv2.VideoWriter(str(no_frames), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (64, 48))
+    w.release()
+    for src in (bad, empty, folder, tmp_path / "missing.mp4", no_frames):
         out = tmp_path / f"out_{src.name}"
         code, _, err = run_cli(["track", src, "-o", out, "--no-progress"], capsys)
         assert code == 2, err

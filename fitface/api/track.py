@@ -281,7 +281,7 @@ def track(
     # ---- landmarks, frame by frame (decoding interleaved with mediapipe)
     t1 = _now()
     tick = (lambda k: progress("landmarks", k, n)) if progress is not None else None
-    lifted = lift_frames((f.image for f in src), indices, mediapipe_model, tick)
+    lifted = lift_frames((f.image for f in src), indices, mediapipe_model, tick, times=src.times)
     if lifted.points.shape[0] != n:
         raise InputError(f"only {lifted.points.shape[0]} of {n} frames could be decoded", src.path)
     timings["mediapipe"] = np.array([lifted.seconds, lifted.cpu_seconds])

@@ -25,6 +25,9 @@ Paper concept -> module:
 * **Table 2** (§5.5, reconstruction of sparse data): :mod:`.sparse_reconstruction`.
 * **Retargeting** (expression transfer, Fig. 4 and the supplement; the paper shows it in pictures)
   measured against ground truth: :mod:`.retargeting`.
+* **Tracking a video** (``fitface track``, beyond the paper) measured against ground truth:
+  rendered face videos of a known identity, expression trajectory and head pose, per-frame
+  vertex error and jitter: :mod:`.tracking_video`.
 * **The report** (``fitface evaluate``: ``report.md``, ``report.json``, figures): :mod:`.report`.
 * **Proxy evaluation** (the trainer, every ``proxy_every`` steps: the same measurements at
   small counts, seconds instead of minutes): :mod:`.proxy`.
