@@ -18,6 +18,7 @@ expression).
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -284,6 +285,21 @@ def test_bad_inputs_exit_codes_and_nothing_written(tmp_path, capsys):
         assert not out.exists()
     code, _, err = run_cli(["track", bad.parent / "x.mp4", "-o", tmp_path / "o", "--fps", "-1"], capsys)
     assert code == 2
+
+
+def test_unreadable_video_is_one_line_in_a_real_process(tmp_path):
+    """FFmpeg inside OpenCV writes to file descriptor 2 itself ("moov atom not found"), which
+    capsys cannot see: a real process's stderr must still be fitface's one line."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"this is not a video" * 100)
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_FFMPEG_LOGLEVEL"}
+    p = subprocess.run([sys.executable, "-m", "fitface", "track", str(bad), "-o", str(tmp_path / "out")],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 2
+    assert p.stderr.splitlines() == [f"error: {bad}: not a readable video"], p.stderr
 
 
 def test_no_face_at_all_exits_3(tmp_path, capsys):

@@ -35,6 +35,11 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpe
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 #: Frame rate assumed for a folder of frames (frames per second).
 FOLDER_FPS = 30.0
+#: FFmpeg's log level inside OpenCV unless the user sets ``OPENCV_FFMPEG_LOGLEVEL``: -8 (quiet),
+#: so an unreadable file gives fitface's one-line error, not also FFmpeg's own lines
+#: ("moov atom not found"). OpenCV reads the variable when its FFmpeg backend first opens a file.
+FFMPEG_LOGLEVEL = "-8"
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", FFMPEG_LOGLEVEL)
 
 
 @dataclass(frozen=True)
