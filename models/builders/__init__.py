@@ -7,4 +7,7 @@ sampling, fitting, retargeting and ``fitface evaluate`` use exactly like a train
 * :mod:`.linear`: the paper's additive linear 3DMM baseline (§5.5, Amberg et al. 2008, ref. [1]):
   identity PCA on neutral faces, expression PCA on displacements from each person's neutral;
   the generator is :class:`fitface.models.linear.LinearGenerator`.
+* :mod:`.mae`: the MAE baseline (Fernandez Abrevaya et al. 2018, ref. [14]): a multilinear
+  decoder (:class:`fitface.models.multilinear.MultilinearGenerator`) started as the linear 3DMM
+  and trained jointly with a geometry-image encoder (:func:`.mae.build_mae`).
 """
