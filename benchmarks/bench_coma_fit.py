@@ -71,8 +71,8 @@ def main() -> None:
     rows_t = {
         "load_decoder (parse, validate, CSR operators)": t_load,
         "engine step: linearize_points + VJP, B = 1": best(step, reps),
-        "  CoMA decoder forward": best(lambda: dec._decode(w), reps),  # noqa: SLF001
-        "  CoMA decoder backward": best(lambda: dec._decode_back(n3.copy(), masks, 1), reps),  # noqa: SLF001
+        "  CoMA decoder forward, whole mesh (vertices path)": best(lambda: dec._decode(w), reps),  # noqa: SLF001
+        "  CoMA decoder backward, whole mesh": best(lambda: dec._decode_back(n3.copy(), masks, 1), reps),  # noqa: SLF001
         "vertices, B = 1": best(lambda: dec.vertices(z), reps),
         "vertices_vjp, B = 1": best(lambda: dec.vertices_vjp(z, gv), reps),
     }
