@@ -24,12 +24,12 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import nn
 
 from fitface.checks import check_shape
+from fitface.fitting.coma_decoder import rescaled_laplacian  # noqa: F401 (the numpy home; re-exported)
 from fitface.geometry.laplacian import laplacian_tensor
 
 __all__ = ["rescaled_laplacian", "rescaled_laplacian_tensor", "cheb_conv", "ChebConv", "ORDER",
@@ -37,31 +37,6 @@ __all__ = ["rescaled_laplacian", "rescaled_laplacian_tensor", "cheb_conv", "Cheb
 
 #: CoMA's Chebyshev order (terms T_0 .. T_5).
 ORDER = 6
-
-
-def rescaled_laplacian(adjacency: sp.spmatrix) -> sp.csr_matrix:
-    """``L^ = -D^-1/2 A D^-1/2`` (module Convention) of a (V, V) adjacency, float64 CSR.
-
-    Any non-zero off-diagonal entry counts as an edge (weight 1); the diagonal is ignored.
-
-    Raises:
-        ValueError: if the matrix is not square and symmetric, or a vertex has no neighbour.
-    """
-    a = sp.csr_matrix(adjacency, dtype=np.float64)
-    if a.shape[0] != a.shape[1]:
-        raise ValueError(f"adjacency: expected a square (V, V) matrix, got {a.shape}")
-    a = a.copy()
-    a.setdiag(0)
-    a.eliminate_zeros()
-    a.data[:] = 1.0
-    if (a != a.T).nnz:
-        raise ValueError("adjacency: expected a symmetric matrix")
-    deg = np.asarray(a.sum(axis=1)).ravel()
-    bad = np.flatnonzero(deg == 0)
-    if len(bad):
-        raise ValueError(f"adjacency: vertex {int(bad[0])} has no neighbour ({len(bad)} isolated vertices)")
-    s = sp.diags(1.0 / np.sqrt(deg))
-    return (-(s @ a @ s)).tocsr()
 
 
 def rescaled_laplacian_tensor(adjacency: sp.spmatrix, device=None, dtype=None) -> torch.Tensor:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -47,7 +48,7 @@ from fitface.checks import check_shape
 
 from .chebyshev import ORDER, ChebConv, hierarchy_tensors, resample
 
-__all__ = ["ComaAutoencoder", "coma_l1_loss", "train_coma", "ENCODER_FILTERS", "DECODER_FILTERS",
+__all__ = ["ComaAutoencoder", "coma_l1_loss", "train_coma", "ComaTrainResult", "ENCODER_FILTERS", "DECODER_FILTERS",
            "LATENT_SIZE", "STD_FLOOR"]
 
 #: CoMA's encoder filters (level 0 first); the input has 3 channels.
@@ -153,14 +154,29 @@ class ComaAutoencoder(nn.Module):
 
         ``std`` is the population standard deviation per vertex coordinate, floored at
         :data:`STD_FLOOR` x its mean over all coordinates (statistics in float64); if nothing
-        moves at all (every std 0), ``std`` is 1.
+        moves at all (every std 0), ``std`` is 1 (:meth:`set_normalisation_stats`).
         """
         d = displacements if torch.is_tensor(displacements) else torch.from_numpy(np.asarray(displacements))
         check_shape("displacements", d, ("N", self.sizes[0], 3))
         if d.shape[0] < 1 or not bool(torch.isfinite(d).all()):
             raise ValueError("displacements: expected at least one finite displacement")
         d = d.to(torch.float64)
-        mean, std = d.mean(dim=0), d.std(dim=0, unbiased=False)
+        self.set_normalisation_stats(d.mean(dim=0), d.std(dim=0, unbiased=False))
+
+    @torch.no_grad()
+    def set_normalisation_stats(self, mean, std) -> None:
+        """Set ``mean`` and ``std`` from precomputed statistics (V_0, 3) (template unit; e.g. streamed
+        over a memory-mapped dataset), with :meth:`set_normalisation`'s floor on ``std``.
+
+        Raises:
+            ValueError: wrong shapes, non-finite or negative values.
+        """
+        mean = torch.as_tensor(np.asarray(mean) if not torch.is_tensor(mean) else mean).to(torch.float64)
+        std = torch.as_tensor(np.asarray(std) if not torch.is_tensor(std) else std).to(torch.float64)
+        check_shape("mean", mean, (self.sizes[0], 3))
+        check_shape("std", std, (self.sizes[0], 3))
+        if not (bool(torch.isfinite(mean).all()) and bool(torch.isfinite(std).all()) and bool((std >= 0).all())):
+            raise ValueError("mean, std: expected finite values and a non-negative std")
         floor = STD_FLOOR * float(std.mean()) if float(std.mean()) > 0 else 1.0
         self.mean.copy_(mean.to(self.mean))
         self.std.copy_(std.clamp_min(floor).to(self.std))
@@ -222,9 +238,33 @@ def coma_l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pred - target).abs().mean()
 
 
-def train_coma(model: ComaAutoencoder, displacements, epochs: int, batch_size: int = 16, lr: float = 8e-3,
+@dataclass
+class ComaTrainResult:
+    """What :func:`train_coma` did.
+
+    Attributes:
+        history: one record per epoch run (the last one may be partial): ``{"epoch": 1-based
+            int, "loss": mean batch loss (float, unitless), "lr": learning rate used, "seconds":
+            wall time of the epoch, "batches": SGD steps in it}``.
+        steps: SGD steps run in all.
+        epochs: epochs done, ``steps / batches per epoch`` (float).
+        seconds: wall time of the whole run.
+        stop_reason: ``"max_epochs"`` (the epoch budget was reached) or ``"max_minutes"`` (the
+            wall-clock budget ran out first).
+    """
+
+    history: list[dict]
+    steps: int
+    epochs: float
+    seconds: float
+    stop_reason: str
+
+
+def train_coma(model: ComaAutoencoder, displacements, epochs: float, batch_size: int = 16, lr: float = 8e-3,
                momentum: float = 0.9, lr_decay: float = 0.99, weight_decay: float = 5e-4, seed: int = 0,
-               progress: Callable[[dict], None] | None = None, fit_normalisation: bool = True) -> list[dict]:
+               progress: Callable[[dict], None] | None = None, fit_normalisation: bool = True,
+               max_minutes: float | None = None,
+               step_callback: Callable[[int, float], None] | None = None) -> ComaTrainResult:
     """Train ``model`` in place as CoMA does: SGD with momentum, L1 on normalised vertices.
 
     Per epoch the samples are shuffled (a ``torch.Generator`` seeded with ``seed``) and cut
@@ -232,60 +272,107 @@ def train_coma(model: ComaAutoencoder, displacements, epochs: int, batch_size: i
     on :func:`coma_l1_loss`. Weight decay ``weight_decay`` applies to the linear layers'
     weights and biases only (gradient ``+ weight_decay * w``, i.e. a penalty
     ``weight_decay / 2 * ||w||^2``, CoMA's ``decay * tf.nn.l2_loss``); the learning rate is
-    ``lr * lr_decay ** epoch`` (epoch counted from 0). Deterministic for a seed and a model
-    initialisation (single-threaded CPU runs are bit-identical).
+    ``lr * lr_decay ** epoch`` (epoch counted from 0). Training stops after
+    ``ceil(epochs * batches per epoch)`` steps (a fractional ``epochs`` ends inside an epoch) or,
+    if ``max_minutes`` is given, after the first step that ends past that wall-clock budget,
+    whichever comes first. Deterministic for a seed and a model initialisation (single-threaded
+    CPU runs are bit-identical; a time-limited run is a prefix of the unlimited one).
 
     Args:
         model: the autoencoder (trained in place, left in eval mode).
-        displacements: (N, V_0, 3) float, template unit (numpy or tensor).
-        epochs: number of passes over the data (>= 0).
+        displacements: (N, V_0, 3) float, template unit: a tensor, a numpy array, or any
+            source with ``shape`` (N, V_0, 3), ``len()`` and ``source[index_array]`` -> (b, V_0, 3)
+            float array (e.g. displacements computed batch by batch from a memory-mapped dataset).
+        epochs: passes over the data (>= 0, may be fractional).
         batch_size, lr, momentum, lr_decay, weight_decay: CoMA's optimiser settings.
         seed: seeds the shuffling.
-        progress: called after each epoch with that epoch's history record.
+        progress: called after each (possibly partial) epoch with that epoch's history record.
         fit_normalisation: first set the model's ``mean``/``std`` from ``displacements``
-            (:meth:`ComaAutoencoder.set_normalisation`); False keeps the model's.
+            (:meth:`ComaAutoencoder.set_normalisation`, needs a tensor or array); False keeps the
+            model's (set them with :meth:`ComaAutoencoder.set_normalisation_stats` for a source).
+        max_minutes: wall-clock budget in minutes (None: none).
+        step_callback: called after each SGD step with ``(steps so far, batch loss)``.
 
     Returns:
-        History, one record per epoch: ``{"epoch": 1-based int, "loss": mean batch loss
-        (float, unitless), "lr": learning rate used, "seconds": wall time of the epoch}``.
+        :class:`ComaTrainResult`.
+
+    Raises:
+        ValueError: negative ``epochs``, a non-positive ``batch_size`` or ``max_minutes``, no
+            samples, or ``fit_normalisation`` with a source that is not a tensor or array.
     """
-    if int(epochs) != epochs or epochs < 0:
-        raise ValueError(f"epochs: expected a non-negative integer, got {epochs!r}")
+    if not np.isfinite(float(epochs)) or epochs < 0:
+        raise ValueError(f"epochs: expected a non-negative number, got {epochs!r}")
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
-    d = displacements if torch.is_tensor(displacements) else torch.from_numpy(np.asarray(displacements))
-    check_shape("displacements", d, ("N", model.sizes[0], 3))
-    if d.shape[0] < 1:
+    if max_minutes is not None and not max_minutes > 0:
+        raise ValueError(f"max_minutes: expected a positive number or None, got {max_minutes!r}")
+    if torch.is_tensor(displacements):
+        source = displacements
+    elif isinstance(displacements, np.ndarray) and not isinstance(displacements, np.memmap):
+        source = torch.from_numpy(displacements)
+    else:
+        source = displacements
+    check_shape("displacements", source, ("N", model.sizes[0], 3))
+    n = int(source.shape[0])
+    if n < 1:
         raise ValueError("displacements: expected at least one sample")
     if fit_normalisation:
-        model.set_normalisation(d)
-    data = model.normalise(d.to(model.mean)).detach()
+        if not torch.is_tensor(source):
+            raise ValueError("fit_normalisation: needs the displacements as a tensor or array; for a streamed "
+                             "source set the statistics first (ComaAutoencoder.set_normalisation_stats)")
+        model.set_normalisation(source)
+
+    def batch_of(index: torch.Tensor) -> torch.Tensor:
+        """(b,) sample indices -> (b, V_0, 3) normalised displacements (model dtype and device)."""
+        if torch.is_tensor(source):
+            raw = source[index.to(source.device)]
+        else:
+            raw = torch.from_numpy(np.ascontiguousarray(source[index.numpy()]))
+        return model.normalise(raw.to(model.mean)).detach()
+
     linear = {id(p) for p in model.linear_parameters()}
     groups = [{"params": [p for p in model.parameters() if id(p) not in linear], "weight_decay": 0.0},
               {"params": model.linear_parameters(), "weight_decay": float(weight_decay)}]
     opt = torch.optim.SGD(groups, lr=float(lr), momentum=float(momentum))
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=float(lr_decay))
     gen = torch.Generator().manual_seed(int(seed))
-    n = data.shape[0]
+    bs = int(batch_size)
+    per_epoch = -(-n // bs)
+    total = int(np.ceil(float(epochs) * per_epoch - 1e-9))
+    budget = None if max_minutes is None else float(max_minutes) * 60.0
     history: list[dict] = []
+    steps, reason = 0, "max_epochs"
+    t_run = time.perf_counter()
     model.train()
-    for epoch in range(int(epochs)):
+    epoch = 0
+    while steps < total and reason == "max_epochs":
         start = time.perf_counter()
         rate = opt.param_groups[0]["lr"]
         order = torch.randperm(n, generator=gen)
-        total, count = 0.0, 0
-        for i in range(0, n, int(batch_size)):
-            batch = data[order[i:i + int(batch_size)].to(data.device)]
+        loss_sum, count, batches = 0.0, 0, 0
+        for i in range(0, n, bs):
+            batch = batch_of(order[i:i + bs])
             loss = coma_l1_loss(model(batch), batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * batch.shape[0]
+            value = float(loss.detach())
+            loss_sum += value * batch.shape[0]
             count += batch.shape[0]
+            steps += 1
+            batches += 1
+            if step_callback is not None:
+                step_callback(steps, value)
+            if budget is not None and time.perf_counter() - t_run > budget and steps < total:
+                reason = "max_minutes"
+            if steps >= total or reason != "max_epochs":
+                break
         sched.step()
-        record = {"epoch": epoch + 1, "loss": total / count, "lr": rate, "seconds": time.perf_counter() - start}
+        record = {"epoch": epoch + 1, "loss": loss_sum / count, "lr": rate, "seconds": time.perf_counter() - start,
+                  "batches": batches}
         history.append(record)
         if progress is not None:
             progress(record)
+        epoch += 1
     model.eval()
-    return history
+    return ComaTrainResult(history, steps, steps / per_epoch, time.perf_counter() - t_run, reason)

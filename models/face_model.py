@@ -16,8 +16,9 @@ Convention:
       ``forward(z (B, D)) -> (B, V, 3)`` displacements and a JSON ``config()`` (the GAN's
       :class:`~fitface.models.generator.Generator` or the linear 3DMM's
       :class:`~fitface.models.linear.LinearGenerator` or the MAE's
-      :class:`~fitface.models.multilinear.MultilinearGenerator`). :attr:`FaceModel.generator_kind`
-      names it. A generator with a ``check_layout(layout)`` method (the multilinear one) has it
+      :class:`~fitface.models.multilinear.MultilinearGenerator` or the CoMA baseline's
+      :class:`~fitface.models.coma_generator.ComaGenerator`). :attr:`FaceModel.generator_kind`
+      names it. A generator with a ``check_layout(layout)`` method (multilinear, CoMA) has it
       called on the layout, which raises ValueError when the blocks do not fit it.
 """
 
@@ -165,8 +166,9 @@ class FaceModel(nn.Module):
 
     @property
     def generator_kind(self) -> str:
-        """``"mlp"`` (the GAN generator), ``"linear"`` (the linear 3DMM baseline) or
-        ``"multilinear"`` (the MAE baseline's decoder)."""
+        """``"mlp"`` (the GAN generator), ``"linear"`` (the linear 3DMM baseline),
+        ``"multilinear"`` (the MAE baseline's decoder) or ``"coma"`` (the CoMA / DeepFLAME
+        baseline: PCA identity + CoMA mesh decoder, :mod:`fitface.models.coma_generator`)."""
         return str(self.generator.config().get("kind", "mlp"))
 
     # -- decoding ----------------------------------------------------------------------

@@ -57,6 +57,8 @@ CANDIDATE_TRIANGLES = 16
 #: Fraction of the faces the quadric decimation removes before its history is truncated (past
 #: any ``1 - 1 / FACTOR`` target: a closed or disk mesh has about twice as many faces as vertices).
 _OVERSHOOT_REDUCTION = 0.95
+#: Collapse counts tried on each side of ``n - target`` when a replay misses the target (:func:`_decimate`).
+_MAX_REPLAYS = 8
 
 
 @dataclass(frozen=True)
@@ -171,11 +173,21 @@ def decimate_mesh(vertices: np.ndarray, faces: np.ndarray, target: int) -> tuple
     if len(collapses) < need:
         raise ValueError(f"mesh decimation: only {len(collapses)} edge collapses possible on a {n}-vertex mesh, "
                          f"{need} needed for {target} vertices")
-    points, tri, mapping = fast_simplification.replay_simplification(v, f, collapses[:need])
+    # A replayed collapse can remove more than one vertex (a vertex left in degenerate triangles
+    # only), so replaying ``need`` collapses can undershoot the target: then the nearest collapse
+    # counts (need - 1, need + 1, need - 2, ...) are replayed until one lands exactly (a template
+    # whose first replay is exact is unaffected).
+    counts = [need] + [need + s * d for d in range(1, _MAX_REPLAYS + 1) for s in (-1, 1)]
+    for count in counts:
+        if not 0 <= count <= len(collapses):
+            continue
+        points, tri, mapping = fast_simplification.replay_simplification(v, f, collapses[:count])
+        num = len(points)
+        if num == target:
+            break
     mapping = np.asarray(mapping, dtype=np.int64)
     if mapping.min() < 0:
         raise ValueError(f"mesh decimation: vertex {int(np.argmin(mapping))} is in no triangle")
-    num = len(points)
     if num != target or np.unique(mapping).size != target:
         raise ValueError(f"mesh decimation: got {num} vertices ({np.unique(mapping).size} clusters), "
                          f"expected {target}")

@@ -1,7 +1,7 @@
 """The self-contained model file: one safetensors file with a JSON document in its header.
 
 The layout (tensor names, shapes and dtypes; the document's fields; generator kinds ``"mlp"``,
-``"linear"`` and ``"multilinear"``) and every reading check are in :mod:`fitface.io.model_file_format`, which this
+``"linear"``, ``"multilinear"`` and ``"coma"``) and every reading check are in :mod:`fitface.io.model_file_format`, which this
 module and the torch-free :func:`fitface.fitting.decoder.load_decoder` both read through (one
 parse per load). This module writes files (:func:`save_model`, :func:`add_landmark_set`) and
 loads them into torch (:func:`load_model`, :func:`load_discriminator`).
@@ -12,7 +12,8 @@ Convention:
       the header), so the id names a file, not a set of weights.
     * ``half=True`` stores only the network weights (generator, discriminator) as float16; the
       template, UV and landmark arrays stay float32/float64 (they are small, and the template
-      needs the precision: float16 spacing at 100 mm is 0.06 mm). A half file loads as float32
+      needs the precision: float16 spacing at 100 mm is 0.06 mm); so do a generator's
+      ``exact_tensors()`` (a CoMA model's mesh hierarchy, float64 / int64). A half file loads as float32
       by default. At V = 22,129 the generator is 34.1 M parameters: 136 MB in float32, 68 MB
       in float16 (measured whole files with a 44k-triangle template: 137.9 MB and 69.7 MB).
     * Loading never unpickles: the file is parsed as safetensors (a JSON header plus raw
@@ -69,10 +70,21 @@ if TYPE_CHECKING:  # pragma: no cover
 DEFAULT_MODEL_PATH = _registry.BUILTIN_MODELS[_registry.DEFAULT_MODEL].path
 
 
-def _generator_shell(gen: dict[str, Any]):
+def _generator_shell(gen: dict[str, Any], tensors: dict[str, Any] | None = None):
     """A generator of the configured kind and size, built on the current default device
-    (call inside ``with torch.device("meta")`` to allocate nothing)."""
+    (call inside ``with torch.device("meta")`` to allocate nothing). A ``"coma"`` generator needs
+    the file's ``generator.hierarchy.*`` tensors (``tensors``, names with the ``generator.``
+    prefix) and is built on the CPU from them (its sparse operators hold values)."""
     kind = gen.get("kind", "mlp")
+    if kind == "coma":
+        import torch
+
+        from .coma_generator import HIERARCHY_PREFIX, ComaGenerator
+
+        prefix = "generator." + HIERARCHY_PREFIX
+        with torch.device("cpu"):
+            return ComaGenerator.empty(gen, {k[len(prefix):]: v for k, v in (tensors or {}).items()
+                                             if k.startswith(prefix)})
     if kind == "linear":
         from .linear import LinearGenerator
 
@@ -113,7 +125,8 @@ def build_document(
         "num_vertices": model.num_vertices,
         "num_faces": int(model.faces.shape[0]),
         # mlp: latent_dim, num_vertices, hidden, negative_slope; linear: kind, latent_dim, num_vertices;
-        # multilinear: kind, latent_dim, num_vertices, identity_dim, expression_dim
+        # multilinear: kind, latent_dim, num_vertices, identity_dim, expression_dim;
+        # coma: those and sizes, encoder_filters, decoder_filters, order
         "generator": model.generator.config(),
         "landmark_sets": list(model.landmark_sets),
         "discriminator": None if discriminator is None else discriminator.config(),
@@ -138,6 +151,9 @@ def _tensors_for(model: "FaceModel", discriminator: "Discriminator | None", half
     tensors: dict[str, torch.Tensor] = {}
     for name, t in model.generator.state_dict().items():
         tensors[f"generator.{name}"] = net(t)
+    exact = getattr(model.generator, "exact_tensors", None)
+    for name, a in (exact() if callable(exact) else {}).items():  # stored as they are (no cast)
+        tensors[f"generator.{name}"] = torch.from_numpy(np.array(a, copy=True, order="C"))
     if discriminator is not None:
         for name, t in discriminator.state_dict().items():
             tensors[f"discriminator.{name}"] = net(t)
@@ -274,9 +290,17 @@ def load_model(
     mf = read_model_file(path)
     doc, t = mf.document, mf.tensors
     with torch.device("meta"):
-        gen = _generator_shell(doc["generator"])  # Generator, LinearGenerator or MultilinearGenerator, by kind
-    state = {k[len("generator."):]: v.to(dtype) for k, v in t.items() if k.startswith("generator.")}
-    gen.load_state_dict(state, assign=True)
+        # Generator, LinearGenerator, MultilinearGenerator or ComaGenerator (built on the CPU from
+        # its stored hierarchy), by kind
+        gen = _generator_shell(doc["generator"], t)
+    exact = set(gen.exact_tensors()) if hasattr(gen, "exact_tensors") else set()
+    state = {k[len("generator."):]: v.to(dtype) for k, v in t.items()
+             if k.startswith("generator.") and k[len("generator."):] not in exact}
+    try:
+        gen.load_state_dict(state, assign=True)
+    except RuntimeError as exc:  # pragma: no cover (shapes were checked against the document)
+        raise InputError(f"inconsistent model file: {one_line(exc)}", mf.path) from None
+    gen = gen.to(dtype)
     gen = gen.to(device)
     landmark_sets = {
         name: LandmarkSet(name, t[f"landmarks.{name}.face_index"].numpy().astype("int64"),

@@ -50,7 +50,7 @@ from .linear import LinearLayer
 KIND = "multilinear"
 
 
-def _check_lower(name: str, m: torch.Tensor) -> None:
+def check_lower_triangular(name: str, m: torch.Tensor) -> None:
     """ValueError unless ``m`` (a square matrix) is lower-triangular (skipped on the meta device)."""
     if m.is_meta:
         return
@@ -156,8 +156,8 @@ class MultilinearGenerator(nn.Module):
         id_mean, exp_mean = arg("id_mean", id_mean, (ni,), zeros(ni)), arg("exp_mean", exp_mean, (nj,), zeros(nj))
         id_scale = arg("id_scale", id_scale, (ni, ni), eye(ni))
         exp_scale = arg("exp_scale", exp_scale, (nj, nj), eye(nj))
-        _check_lower("id_scale", id_scale)
-        _check_lower("exp_scale", exp_scale)
+        check_lower_triangular("id_scale", id_scale)
+        check_lower_triangular("exp_scale", exp_scale)
         self.identity_dim, self.expression_dim, self.noise_dim = ni, nj, int(noise_dim)
         self.latent_dim = ni + nj + self.noise_dim
         self.num_vertices = n3v // 3

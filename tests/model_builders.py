@@ -5,6 +5,7 @@
   (fitting, batch, retarget and sample tests), built once per session.
 * :func:`small_model`: a tiny model on the procedural template (mediapipe plumbing tests).
 * :func:`synthetic_capture`: ground-truth landmarks and mesh from a model and a random similarity.
+* :func:`central_difference_vjp`: the VJP of a decoder function by central differences.
 """
 
 from __future__ import annotations
@@ -116,3 +117,21 @@ def small_model(path, scale: float = 1e-3):
     return path
 
 
+
+
+def central_difference_vjp(fun, z: np.ndarray, grad: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """``d/dz sum(grad * fun(z))`` by central differences, one code coordinate at a time.
+
+    Args:
+        fun: (B, D) codes -> (B, N, 3) points (vertices or landmarks).
+        z: (B, D) float64. grad: (B, N, 3) float64. eps: the step.
+
+    Returns:
+        (B, D) float64.
+    """
+    out = np.zeros_like(z)
+    for k in range(z.shape[1]):
+        dz = np.zeros_like(z)
+        dz[:, k] = eps
+        out[:, k] = ((fun(z + dz) - fun(z - dz)) * grad).sum(axis=(1, 2)) / (2 * eps)
+    return out

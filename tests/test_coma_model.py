@@ -109,7 +109,7 @@ def test_training_lowers_the_loss(small, smooth_displacements):
     model = ComaAutoencoder(small, seed=0, **SMALL_FILTERS)
     records = []
     history = train_coma(model, smooth_displacements, epochs=30, batch_size=8, lr=0.03, seed=0,
-                         progress=records.append)
+                         progress=records.append).history
     assert records == history and [r["epoch"] for r in history] == list(range(1, 31))
     assert history[1]["lr"] == pytest.approx(0.03 * 0.99)
     x = model.normalise(torch.from_numpy(smooth_displacements).float())
@@ -124,7 +124,7 @@ def test_training_is_deterministic_for_a_seed(small, smooth_displacements):
     def run(seed, shuffle_seed):
         torch.manual_seed(1234 + seed)  # the global RNG must not matter
         model = ComaAutoencoder(small, seed=seed, **SMALL_FILTERS)
-        hist = train_coma(model, smooth_displacements[:24], epochs=2, batch_size=8, seed=shuffle_seed)
+        hist = train_coma(model, smooth_displacements[:24], epochs=2, batch_size=8, seed=shuffle_seed).history
         return [r["loss"] for r in hist], model.state_dict()
 
     (l1, s1), (l2, s2), (l3, _) = run(0, 0), run(0, 0), run(0, 1)
@@ -161,4 +161,4 @@ def test_normalisation_floor_and_trainer_errors(small):
         train_coma(model, d, epochs=-1)
     with pytest.raises(ValueError, match="batch_size"):
         train_coma(model, d, epochs=1, batch_size=0)
-    assert train_coma(model, d, epochs=0) == []
+    assert train_coma(model, d, epochs=0).history == []

@@ -222,13 +222,15 @@ def fit_decoder(model, dtype: Any = np.float32):
         model: a :class:`fitface.models.face_model.FaceModel` with a GAN
             (:class:`~fitface.models.generator.Generator`, kind ``"mlp"``) or linear
             (:class:`~fitface.models.linear.LinearGenerator`, kind ``"linear"``) or multilinear
-            (:class:`~fitface.models.multilinear.MultilinearGenerator`, kind ``"multilinear"``) generator, on
+            (:class:`~fitface.models.multilinear.MultilinearGenerator`, kind ``"multilinear"``) or CoMA
+            (:class:`~fitface.models.coma_generator.ComaGenerator`, kind ``"coma"``) generator, on
             any device and float dtype.
         dtype: computation dtype of the decoder (float32 as model files load; float64 for tests).
 
     Returns:
         :class:`fitface.fitting.decoder.MLPDecoder`, :class:`~fitface.fitting.decoder.LinearDecoder`
-        or :class:`~fitface.fitting.decoder.MultilinearDecoder`
+        or :class:`~fitface.fitting.decoder.MultilinearDecoder` or
+        :class:`~fitface.fitting.coma_decoder.ComaDecoder`
         with the model's template, faces, layout, unit and landmark sets; ``model_id`` is
         ``"in-memory"`` unless the model was loaded from / saved to a file.
 
@@ -258,11 +260,19 @@ def fit_decoder(model, dtype: Any = np.float32):
         return MultilinearDecoder(template, arr(g.core), faces, model.layout, offset=arr(g.offset),
                                   id_mean=arr(g.id_mean), id_scale=arr(g.id_scale), exp_mean=arr(g.exp_mean),
                                   exp_scale=arr(g.exp_scale), **common)
+    if kind == "coma":
+        from fitface.fitting.coma_decoder import ComaDecoder, ComaNetwork
+
+        state = {f"generator.{k}": arr(v) for k, v in g.state_dict().items() if k.startswith("coma.")}
+        state.update({f"generator.{k}": v for k, v in g.exact_tensors().items()})
+        net = ComaNetwork.from_tensors(state, g.coma.order)
+        return ComaDecoder(template, faces, model.layout, arr(g.identity_basis), net, offset=arr(g.offset),
+                           exp_mean=arr(g.exp_mean), exp_scale=arr(g.exp_scale), **common)
     if kind == "mlp" and hasattr(g, "fc") and hasattr(g, "out"):
         return MLPDecoder(arr(g.fc.weight), arr(g.fc.bias), arr(g.out.weight), arr(g.out.bias), template, faces,
                           model.layout, negative_slope=float(g.negative_slope), **common)
     raise ValueError(f"model: generator kind {kind!r} ({type(g).__name__}) has no numpy decoder "
-                     f"(known: 'mlp', 'linear', 'multilinear')")
+                     f"(known: 'mlp', 'linear', 'multilinear', 'coma')")
 
 
 # ------------------------------------------------------------------------------ the evaluator

@@ -107,7 +107,7 @@ class ModelEntry:
 # ------------------------------------------------------------------------------ helpers
 def model_entries(paths) -> list[ModelEntry]:
     """Display names for model files: ``3DMM`` for linear models, ``MAE`` for multilinear ones,
-    else the file stem (or the
+    ``CoMA`` for CoMA ones, else the file stem (or the
     run folder's name for ``model.safetensors``), made unique with a suffix.
 
     Raises:
@@ -121,7 +121,7 @@ def model_entries(paths) -> list[ModelEntry]:
         doc = read_metadata(p)
         kind = generator_kind(doc)
         stem = p.parent.name if p.stem in ("model", "final", "last") and p.parent.name else p.stem
-        base = {"linear": "3DMM", "multilinear": "MAE"}.get(kind, stem)
+        base = {"linear": "3DMM", "multilinear": "MAE", "coma": "CoMA"}.get(kind, stem)
         seen[base] = seen.get(base, 0) + 1
         name = base if seen[base] == 1 else f"{base}-{seen[base]}"
         out.append(ModelEntry(name, p, file_model_id(p.read_bytes()), kind))

@@ -20,7 +20,8 @@ A decoder implements the :class:`Decoder` protocol used by the fitting engines
 :class:`LinearDecoder` is a linear model (``template + basis @ z + offset``, a 3DMM; model files
 of generator kind ``"linear"``, :mod:`fitface.models.linear`); :class:`MultilinearDecoder` is the
 MAE baseline's Tucker decoder (``template + core x2 w_id x3 w_exp + offset`` with ``w = mean + L z``
-per mode; kind ``"multilinear"``, :mod:`fitface.models.multilinear`).
+per mode; kind ``"multilinear"``, :mod:`fitface.models.multilinear`). The CoMA baseline's decoder
+(kind ``"coma"``), which does not slice, is :class:`fitface.fitting.coma_decoder.ComaDecoder`.
 
 Convention:
     * Row ``3 v + c`` of the last layer (and of a linear basis) is coordinate ``c`` of vertex ``v``
@@ -113,8 +114,9 @@ class Decoder(Protocol):
     def vertices_vjp(self, z: np.ndarray, grad_vertices: np.ndarray) -> np.ndarray: ...
 
 
-class _DecoderBase:
-    """Shared bookkeeping: template, faces, landmark sets, row cache, input checks."""
+class DecoderBase:
+    """Shared bookkeeping of the numpy decoders (here and :mod:`fitface.fitting.coma_decoder`):
+    template, faces, landmark sets, row cache, input checks."""
 
     def __init__(
         self,
@@ -207,7 +209,7 @@ class _DecoderBase:
         return self.linearize_points(z, rows)[1](grad_points)
 
 
-class _HiddenLayerDecoder(_DecoderBase):
+class _HiddenLayerDecoder(DecoderBase):
     """A decoder whose output is one linear layer of a hidden activation:
     ``vertices = template + (W h(z) + b).reshape(V, 3)`` with ``W`` = :attr:`_out_weight` (3V, H)
     and ``template + b`` = :attr:`_offset` (3V,). Subclasses give ``hidden(z) -> (h (B, H),
@@ -357,7 +359,7 @@ class MLPDecoder(_HiddenLayerDecoder):
         return grad_h @ self.w1  # (B, D)
 
 
-class LinearDecoder(_DecoderBase):
+class LinearDecoder(DecoderBase):
     """A linear model ``vertices = template + (basis @ z + offset).reshape(V, 3)`` (a 3DMM).
 
     Args:
@@ -556,8 +558,10 @@ class MultilinearDecoder(_HiddenLayerDecoder):
 def load_decoder(path: str | os.PathLike | None,
                  dtype: Any = np.float32) -> MLPDecoder | LinearDecoder | MultilinearDecoder:
     """Load a model file's generator as an :class:`MLPDecoder` (generator kind ``"mlp"``, the
-    GAN), a :class:`LinearDecoder` (kind ``"linear"``, the 3DMM baseline) or a
-    :class:`MultilinearDecoder` (kind ``"multilinear"``, the MAE baseline), without importing torch.
+    GAN), a :class:`LinearDecoder` (kind ``"linear"``, the 3DMM baseline), a
+    :class:`MultilinearDecoder` (kind ``"multilinear"``, the MAE baseline) or a
+    :class:`fitface.fitting.coma_decoder.ComaDecoder` (kind ``"coma"``, the CoMA baseline),
+    without importing torch.
 
     The file is read, parsed and validated once, by
     :func:`fitface.io.model_file_format.read_numpy_model_file`: the checks ``load_model`` makes,
@@ -582,8 +586,12 @@ def load_decoder(path: str | os.PathLike | None,
     sets = {name: LandmarkSet(name, t[f"landmarks.{name}.face_index"].astype(np.int64),
                               t[f"landmarks.{name}.bary"].astype(np.float64)) for name in doc["landmark_sets"]}
     layout = LatentLayout.from_json(doc["latent_layout"])
-    dec: MLPDecoder | LinearDecoder | MultilinearDecoder
-    if generator_kind(doc) == "multilinear":
+    dec: MLPDecoder | LinearDecoder | MultilinearDecoder | Any
+    if generator_kind(doc) == "coma":
+        from .coma_decoder import coma_decoder_from_file
+
+        dec = coma_decoder_from_file(mf, layout, faces, sets, dtype)
+    elif generator_kind(doc) == "multilinear":
         dec = MultilinearDecoder(
             t["template"], t["generator.core"], faces, layout, offset=t["generator.offset"],
             id_mean=t["generator.id_mean"], id_scale=t["generator.id_scale"], exp_mean=t["generator.exp_mean"],

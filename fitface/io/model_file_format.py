@@ -11,6 +11,16 @@ Layout of a model file (``*.safetensors``, format ``"fitface-model"``, version 1
         generator.core (3V, I, J), generator.offset (3V,),
         generator.id_mean (I,), generator.id_scale (I, I),
         generator.exp_mean (J,), generator.exp_scale (J, J)        float32 (float16 if half)
+            -- or, for a CoMA model (kind "coma", the CoMA / DeepFLAME baseline):
+        generator.identity_basis (3V, I), generator.offset (3V,),
+        generator.exp_mean (J,), generator.exp_scale (J, J),
+        generator.coma.* (the autoencoder's state: mean, std (V, 3), encoder_convs.<l>.*,
+        encoder_linear.*, decoder_linear.*, decoder_convs.<i>.*, final_conv.weight)
+                                                                   float32 (float16 if half)
+        generator.hierarchy.* (the mesh hierarchy, ``MeshHierarchy.to_arrays``: vertices.<l>
+        (V_l, 3) float64, faces.<l> (F_l, 3) int64, survivors.<l> (V_{l+1},) int64, and per
+        sparse matrix down.<l>, up.<l>, adjacency.<l>: .indices (2, nnz) int64, .values (nnz,)
+        float64, .shape (2,) int64)                                 stored as they are, never cast
         template (V, 3) float32, model unit       faces (F, 3) int64       uv (V, 2) float32
         landmarks.<name>.face_index (L,) int64    landmarks.<name>.bary (L, 3) float64
         discriminator.* (optional; present when the file was saved with a discriminator; float16
@@ -27,7 +37,9 @@ negative_slope) or ``"linear"`` (:class:`~fitface.models.linear.LinearGenerator`
 latent_dim, num_vertices) or ``"multilinear"``
 (:class:`~fitface.models.multilinear.MultilinearGenerator`: latent_dim, num_vertices,
 identity_dim ``I``, expression_dim ``J``; the layout's blocks are then ``(I, J)`` or
-``(I, J, noise)``). A config without ``"kind"`` is ``"mlp"``: GAN files are written
+``(I, J, noise)``) or ``"coma"`` (:class:`~fitface.models.coma_generator.ComaGenerator`: as
+multilinear, plus ``sizes`` (V_0, ..., V_L) of the mesh hierarchy, ``encoder_filters`` and
+``decoder_filters`` (L each) and the Chebyshev ``order``). A config without ``"kind"`` is ``"mlp"``: GAN files are written
 without it, as by earlier versions, so old and new files read alike (see :func:`generator_kind`).
 
 Both loaders read through this module, one parse per load: :func:`read_model_bytes` reads the
@@ -69,7 +81,7 @@ VERSION = 1
 #: Key of the JSON document in the safetensors header metadata.
 METADATA_KEY = "fitface"
 #: Generator kinds a model file may hold (``document["generator"]["kind"]``, default "mlp").
-GENERATOR_KINDS = ("mlp", "linear", "multilinear")
+GENERATOR_KINDS = ("mlp", "linear", "multilinear", "coma")
 #: Largest accepted safetensors header (bytes); safetensors itself uses the same bound.
 MAX_HEADER_BYTES = 100_000_000
 #: Number of hex digits of a model id.
@@ -93,7 +105,7 @@ def file_model_id(data: bytes) -> str:
 
 
 def generator_kind(document: dict[str, Any]) -> str:
-    """The generator kind of a (validated) model document: ``"mlp"``, ``"linear"`` or ``"multilinear"``
+    """The generator kind of a (validated) model document: ``"mlp"``, ``"linear"``, ``"multilinear"`` or ``"coma"``
     (``"mlp"`` when the generator config has no ``"kind"``)."""
     return str(document["generator"].get("kind", "mlp"))
 
@@ -221,7 +233,8 @@ def validate_document(doc: dict[str, Any], path: Path) -> None:
         raise InputError(f"malformed fitface metadata: unknown generator kind {gen_kind!r} "
                          f"(this fitface {_fitface_version()} reads {', '.join(GENERATOR_KINDS)})", path)
     ints = {"mlp": ("latent_dim", "num_vertices", "hidden"), "linear": ("latent_dim", "num_vertices"),
-            "multilinear": ("latent_dim", "num_vertices", "identity_dim", "expression_dim")}[gen_kind]
+            "multilinear": ("latent_dim", "num_vertices", "identity_dim", "expression_dim"),
+            "coma": ("latent_dim", "num_vertices", "identity_dim", "expression_dim", "order")}[gen_kind]
     for key in ints:
         if not isinstance(gen.get(key), int) or isinstance(gen.get(key), bool) or gen[key] <= 0:
             raise InputError(f"malformed fitface metadata: generator.{key} must be a positive int", path)
@@ -234,12 +247,14 @@ def validate_document(doc: dict[str, Any], path: Path) -> None:
             f"/ num_vertices {nv}",
             path,
         )
-    if gen_kind == "multilinear":
+    if gen_kind == "coma":
+        _validate_coma_config(gen, nv, path)
+    if gen_kind in ("multilinear", "coma"):
         sizes = [d for _, d in layout.blocks]
         if (sizes[:2] != [gen["identity_dim"], gen["expression_dim"]] or len(sizes) > 3
                 or (len(sizes) == 3 and layout.blocks[2][0] != "noise")):
             raise InputError(
-                f"malformed fitface metadata: a multilinear generator (identity_dim {gen['identity_dim']}, "
+                f"malformed fitface metadata: a {gen_kind} generator (identity_dim {gen['identity_dim']}, "
                 f"expression_dim {gen['expression_dim']}) needs layout blocks (identity, expression[, noise]), "
                 f"got {layout.describe()}",
                 path,
@@ -263,6 +278,28 @@ def validate_document(doc: dict[str, Any], path: Path) -> None:
     for key in ("training_config", "metadata"):
         if not isinstance(doc.get(key, {}), dict):
             raise InputError(f"malformed fitface metadata: {key!r} must be an object", path)
+
+
+def _validate_coma_config(gen: dict[str, Any], num_vertices: int, path: Path) -> None:
+    """A CoMA generator config's hierarchy fields: ``sizes`` (L + 1 positive ints, the first
+    ``num_vertices``, decreasing), ``encoder_filters`` and ``decoder_filters`` (L positive ints each).
+
+    Raises:
+        InputError: naming the field.
+    """
+    def ints(key: str) -> list:
+        value = gen.get(key)
+        if not (isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                                           for v in value)):
+            raise InputError(f"malformed fitface metadata: generator.{key} must be a list of positive ints", path)
+        return value
+
+    sizes, enc, dec = ints("sizes"), ints("encoder_filters"), ints("decoder_filters")
+    if (len(sizes) < 2 or sizes[0] != num_vertices or any(b >= a for a, b in zip(sizes, sizes[1:]))
+            or len(enc) != len(sizes) - 1 or len(dec) != len(sizes) - 1):
+        raise InputError(f"malformed fitface metadata: a coma generator's sizes {sizes} (first = num_vertices "
+                         f"{num_vertices}, decreasing) need {len(sizes) - 1} encoder and decoder filters, got "
+                         f"{enc} and {dec}", path)
 
 
 def _read_error(path: Path, exc: OSError) -> InputError:
@@ -345,6 +382,8 @@ def expected_generator_tensors(doc: dict[str, Any]) -> ExpectedTensors:
     nd = gen["latent_dim"]
     if generator_kind(doc) == "linear":
         return {"generator.basis": ((3 * nv, nd), "float"), "generator.offset": ((3 * nv,), "float")}
+    if generator_kind(doc) == "coma":
+        return _coma_tensors(gen)
     if generator_kind(doc) == "multilinear":
         ni, nj = gen["identity_dim"], gen["expression_dim"]
         return {
@@ -362,6 +401,78 @@ def expected_generator_tensors(doc: dict[str, Any]) -> ExpectedTensors:
         "generator.out.weight": ((3 * nv, nh), "float"),
         "generator.out.bias": ((3 * nv,), "float"),
     }
+
+
+def _coma_tensors(gen: dict[str, Any]) -> ExpectedTensors:
+    """A CoMA generator's tensors (module layout): the PCA identity and the codes' Gaussian, the
+    autoencoder's weights (shapes from the filters, the order K and the level sizes) and the
+    hierarchy's arrays (nnz and coarse face counts free)."""
+    nv, ni, nj, k = gen["num_vertices"], gen["identity_dim"], gen["expression_dim"], gen["order"]
+    sizes, enc, dec = gen["sizes"], gen["encoder_filters"], gen["decoder_filters"]
+    levels = len(sizes) - 1
+    flat = sizes[-1] * enc[-1]
+    c = "generator.coma."
+    out: ExpectedTensors = {
+        "generator.identity_basis": ((3 * nv, ni), "float"), "generator.offset": ((3 * nv,), "float"),
+        "generator.exp_mean": ((nj,), "float"), "generator.exp_scale": ((nj, nj), "float"),
+        c + "mean": ((nv, 3), "float"), c + "std": ((nv, 3), "float"),
+        c + "encoder_linear.weight": ((nj, flat), "float"), c + "encoder_linear.bias": ((nj,), "float"),
+        c + "decoder_linear.weight": ((flat, nj), "float"), c + "decoder_linear.bias": ((flat,), "float"),
+        c + "final_conv.weight": ((dec[-1] * k, 3), "float"),
+    }
+    for name, channels in (("encoder_convs", [3, *enc]), ("decoder_convs", [enc[-1], *dec])):
+        for i in range(levels):
+            out[f"{c}{name}.{i}.weight"] = ((channels[i] * k, channels[i + 1]), "float")
+            out[f"{c}{name}.{i}.bias"] = ((channels[i + 1],), "float")
+    h = "generator.hierarchy."
+    for level in range(levels + 1):
+        out[f"{h}vertices.{level}"] = ((sizes[level], 3), "float")
+        out[f"{h}faces.{level}"] = ((None, 3), "int")
+        matrices = ["adjacency"] + (["down", "up", "survivors"] if level < levels else [])
+        for m in matrices:
+            if m == "survivors":
+                out[f"{h}survivors.{level}"] = ((sizes[level + 1],), "int")
+                continue
+            out[f"{h}{m}.{level}.indices"] = ((2, None), "int")
+            out[f"{h}{m}.{level}.values"] = ((None,), "float")
+            out[f"{h}{m}.{level}.shape"] = ((2,), "int")
+    return out
+
+
+def _check_coma_hierarchy(arrays, doc: dict[str, Any], p: Path) -> None:
+    """The stored sparse matrices' shapes chain the config's level sizes, their indices are in
+    range and each matrix's nnz agree; survivors index the finer level; faces index their level.
+
+    Raises:
+        InputError: naming the tensor.
+    """
+    import numpy as np
+
+    sizes = doc["generator"]["sizes"]
+    h = "generator.hierarchy."
+
+    def arr(name):
+        t = arrays[h + name]
+        return t.numpy() if hasattr(t, "numpy") else np.asarray(t)
+
+    for level in range(len(sizes)):
+        wants = {"adjacency": (sizes[level], sizes[level])}
+        if level + 1 < len(sizes):
+            wants.update(down=(sizes[level + 1], sizes[level]), up=(sizes[level], sizes[level + 1]))
+            surv = arr(f"survivors.{level}")
+            if surv.size and (surv.min() < 0 or surv.max() >= sizes[level]):
+                raise InputError(f"tensor '{h}survivors.{level}': index out of range [0, {sizes[level]})", p)
+        faces = arr(f"faces.{level}")
+        if faces.size and (faces.min() < 0 or faces.max() >= sizes[level]):
+            raise InputError(f"tensor '{h}faces.{level}': vertex index out of range [0, {sizes[level]})", p)
+        for m, want in wants.items():
+            idx, val, shape = arr(f"{m}.{level}.indices"), arr(f"{m}.{level}.values"), arr(f"{m}.{level}.shape")
+            if tuple(int(s) for s in shape) != want:
+                raise InputError(f"tensor '{h}{m}.{level}.shape' is {tuple(int(s) for s in shape)}, expected {want}", p)
+            if idx.shape[1] != val.shape[0]:
+                raise InputError(f"tensor '{h}{m}.{level}': {idx.shape[1]} indices but {val.shape[0]} values", p)
+            if idx.size and (idx.min() < 0 or idx[0].max() >= want[0] or idx[1].max() >= want[1]):
+                raise InputError(f"tensor '{h}{m}.{level}.indices': index out of range of {want}", p)
 
 
 def expected_mesh_tensors(doc: dict[str, Any]) -> ExpectedTensors:
@@ -422,13 +533,17 @@ def check_tensor_values(arrays, doc: dict[str, Any], p: Path) -> None:
         if fi.shape[0] != bary.shape[0]:
             raise InputError(f"landmark set {name!r}: {fi.shape[0]} face indices but {bary.shape[0]} bary rows", p)
         check_face_index(f"landmark set {name!r}", fi, doc["num_faces"], p)
-    if generator_kind(doc) == "multilinear":
-        for name in ("generator.id_scale", "generator.exp_scale"):
+    if generator_kind(doc) == "coma":
+        _check_coma_hierarchy(arrays, doc, p)
+    if generator_kind(doc) in ("multilinear", "coma"):
+        names = ("generator.id_scale", "generator.exp_scale") if generator_kind(doc) == "multilinear" else (
+            "generator.exp_scale",)
+        for name in names:
             t = arrays[name]
             m = t.detach().float().numpy() if hasattr(t, "detach") else np.asarray(t)
             if np.any(np.triu(m, 1) != 0):
-                raise InputError(f"tensor {name!r} is not lower-triangular (a multilinear model's scale "
-                                 f"matrices are Cholesky factors)", p)
+                raise InputError(f"tensor {name!r} is not lower-triangular (a {generator_kind(doc)} model's "
+                                 f"scale matrices are Cholesky factors)", p)
     faces = np.asarray(arrays["faces"])
     if faces.size and (int(faces.min()) < 0 or int(faces.max()) >= doc["num_vertices"]):
         raise InputError(f"faces: vertex index out of range [0, {doc['num_vertices']})", p)

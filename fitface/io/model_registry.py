@@ -229,6 +229,9 @@ def _budget(doc: dict[str, Any]) -> str:
     base = meta.get("baseline")
     if isinstance(base, dict) and base.get("kind") == "linear_3dmm":
         return f"linear 3DMM from {base.get('identities', '?')} identities"
+    if isinstance(base, dict) and base.get("kind") == "coma":
+        return (f"CoMA from {base.get('identities', '?')} identities, {base.get('epochs_done', '?')} epochs "
+                f"({base.get('stop_reason', '?')})")
     cfg = doc.get("training_config") or {}
     steps = meta.get("trained_steps", cfg.get("max_steps"))
     recipe = cfg.get("recipe") or meta.get("recipe")
@@ -241,7 +244,7 @@ def describe_model(path: str | os.PathLike, name: str | None = None) -> dict[str
     """What ``fitface models`` shows of one model file (header only, no torch).
 
     Returns:
-        ``{"name", "default", "installed": True, "kind" ("gan" | "linear" | "mae"), "unit",
+        ``{"name", "default", "installed": True, "kind" ("gan" | "linear" | "mae" | "coma"), "unit",
         "vertices", "latent_layout", "landmark_sets", "budget", "licence", "size_bytes",
         "size_mib", "path", "model_id", "summary"}``.
 
@@ -259,7 +262,7 @@ def describe_model(path: str | os.PathLike, name: str | None = None) -> dict[str
         "name": name,
         "default": name == DEFAULT_MODEL,
         "installed": True,
-        "kind": {"linear": "linear", "multilinear": "mae"}.get(generator_kind(doc), "gan"),
+        "kind": {"linear": "linear", "multilinear": "mae", "coma": "coma"}.get(generator_kind(doc), "gan"),
         "unit": doc["unit"],
         "vertices": doc["num_vertices"],
         "latent_layout": doc["latent_layout"],

@@ -232,6 +232,106 @@ def grouped_mean(ds: Dataset, indices: np.ndarray, groups: np.ndarray, num_group
     return acc / counts[:, None]
 
 
+@dataclass(frozen=True)
+class NeutralIdentity:
+    """What :func:`neutral_identity_pca` computes: each identity's neutral and their PCA.
+
+    Attributes:
+        dataset: the loaded dataset.
+        mean: (V, 3) float64 mean neutral (dataset unit).
+        neutrals: (I, V, 3) float64 neutral of each kept identity.
+        identity_labels: (I,) int64 identity label of each row of ``neutrals``.
+        identity: the identity :class:`PCAModes` (centred, module Convention).
+        sample_indices: (M,) int64 dataset indices (ascending) of the split's samples whose
+            identity has a neutral (the ones with a displacement from it).
+        sample_rows: (M,) int64 row of ``neutrals`` of each of those samples.
+        skipped_identities: identities of the split without a neutral-labeled sample.
+        unlabeled_samples: samples of the split without an identity label.
+        skipped_samples: samples of the split without a displacement (no identity, or an
+            identity without a neutral).
+    """
+
+    dataset: Any
+    mean: np.ndarray
+    neutrals: np.ndarray
+    identity_labels: np.ndarray
+    identity: PCAModes
+    sample_indices: np.ndarray
+    sample_rows: np.ndarray
+    skipped_identities: int
+    unlabeled_samples: int
+    skipped_samples: int
+
+
+def neutral_identity_pca(
+    dataset: Dataset | str | os.PathLike,
+    identity_modes: int,
+    split: str = "train",
+    progress: Callable[[str], None] | None = None,
+    model: str = "baseline",
+) -> NeutralIdentity:
+    """Each identity's neutral face and their centred PCA (module Convention), shared by the
+    linear 3DMM and the CoMA baseline.
+
+    Args:
+        dataset: a loaded :class:`fitface.data.format.Dataset` or its folder.
+        identity_modes: PCA modes wanted (at most ``I - 1`` are supported).
+        split: ``"train"`` | ``"val"`` | ``"test"``.
+        progress: optional ``progress(message)``.
+        model: the model's name, for error messages.
+
+    Returns:
+        :class:`NeutralIdentity`.
+
+    Raises:
+        InputError: the dataset has no identity / expression factor or no ``"neutral"`` class,
+            or fewer than :data:`MIN_IDENTITIES` identities of the split have a neutral sample.
+        ValueError: an unknown split.
+    """
+    from fitface.data.format import load_dataset
+
+    say = progress or (lambda msg: None)
+    ds = dataset if hasattr(dataset, "vertices") else load_dataset(dataset)
+    names = ds.factor_names
+    for factor in ("identity", "expression"):
+        if factor not in names:
+            raise InputError(f"the dataset has no {factor!r} factor (factors: {', '.join(names) or 'none'}); "
+                             f"a {model} needs identity labels and neutral expression labels", ds.path)
+    exp_classes = list(ds.factor("expression").classes)
+    if NEUTRAL_CLASS not in exp_classes:
+        raise InputError(f"the dataset's expression classes have no {NEUTRAL_CLASS!r} "
+                         f"({', '.join(exp_classes)}); the {model} needs neutral faces", ds.path)
+    neutral = exp_classes.index(NEUTRAL_CLASS)
+
+    idx = ds.indices(split)  # (n,)
+    ident = ds.label("identity")[idx]
+    expr = ds.label("expression")[idx]
+    unlabeled = int(np.sum(ident < 0))
+    present = np.unique(ident[ident >= 0])
+    is_neutral = (expr == neutral) & (ident >= 0)
+    kept = np.unique(ident[is_neutral])  # (I,) identity labels with a neutral
+    skipped = int(len(present) - len(kept))
+    if len(kept) < MIN_IDENTITIES:
+        raise InputError(
+            f"only {len(kept)} identities of the {split!r} split ({len(present)} in all, {skipped} without one) "
+            f"have a sample labeled {NEUTRAL_CLASS!r}; the {model} needs at least {MIN_IDENTITIES}", ds.path)
+    row_of = np.full(int(ident.max()) + 1 if len(ident) else 1, -1, dtype=np.int64)
+    row_of[kept] = np.arange(len(kept))
+
+    n_idx = idx[is_neutral]
+    neutrals = grouped_mean(ds, n_idx, row_of[ident[is_neutral]], len(kept))  # (I, 3V)
+    mean, id_pca = identity_pca(neutrals, identity_modes)
+    say(f"identity PCA: {len(kept)} identities ({skipped} skipped without a neutral), {id_pca.num_modes} modes")
+
+    use = (ident >= 0) & (row_of[np.maximum(ident, 0)] >= 0)
+    e_idx, e_row = idx[use], row_of[ident[use]]  # (M,), (M,)
+    order = np.argsort(e_idx, kind="stable")
+    nvert = ds.num_vertices
+    return NeutralIdentity(ds, mean.reshape(nvert, 3), neutrals.reshape(-1, nvert, 3), kept.astype(np.int64), id_pca,
+                           e_idx[order].astype(np.int64), e_row[order].astype(np.int64), skipped, unlabeled,
+                           int(len(idx) - int(use.sum())))
+
+
 # ------------------------------------------------------------------------------ building
 def linear_3dmm_parts(
     dataset: Dataset | str | os.PathLike,
@@ -255,51 +355,17 @@ def linear_3dmm_parts(
             or fewer than :data:`MIN_IDENTITIES` identities of the split have a neutral sample.
         ValueError: a layout without identity / expression blocks, an unknown split.
     """
-    from fitface.data.format import load_dataset
-
     t0 = time.perf_counter()
     say = progress or (lambda msg: None)
-    ds = dataset if hasattr(dataset, "vertices") else load_dataset(dataset)
     for block in ("identity", "expression"):
         if block not in layout.names:
             raise ValueError(f"layout: a linear 3DMM needs an {block!r} block, got {layout.describe()}")
-    names = ds.factor_names
-    for factor in ("identity", "expression"):
-        if factor not in names:
-            raise InputError(f"the dataset has no {factor!r} factor (factors: {', '.join(names) or 'none'}); "
-                             f"a linear 3DMM needs identity labels and neutral expression labels", ds.path)
-    exp_classes = list(ds.factor("expression").classes)
-    if NEUTRAL_CLASS not in exp_classes:
-        raise InputError(f"the dataset's expression classes have no {NEUTRAL_CLASS!r} "
-                         f"({', '.join(exp_classes)}); the 3DMM needs neutral faces", ds.path)
-    neutral = exp_classes.index(NEUTRAL_CLASS)
-
-    idx = ds.indices(split)  # (n,)
-    ident = ds.label("identity")[idx]
-    expr = ds.label("expression")[idx]
-    unlabeled = int(np.sum(ident < 0))
-    present = np.unique(ident[ident >= 0])
-    is_neutral = (expr == neutral) & (ident >= 0)
-    kept = np.unique(ident[is_neutral])  # (I,) identity labels with a neutral
-    skipped = int(len(present) - len(kept))
-    if len(kept) < MIN_IDENTITIES:
-        raise InputError(
-            f"only {len(kept)} identities of the {split!r} split ({len(present)} in all, {skipped} without one) "
-            f"have a sample labeled {NEUTRAL_CLASS!r}; the linear 3DMM needs at least {MIN_IDENTITIES}", ds.path)
-    row_of = np.full(int(ident.max()) + 1 if len(ident) else 1, -1, dtype=np.int64)
-    row_of[kept] = np.arange(len(kept))
-
-    # --- neutrals and identity PCA -----------------------------------------------------
-    n_idx = idx[is_neutral]
-    neutrals = grouped_mean(ds, n_idx, row_of[ident[is_neutral]], len(kept))  # (I, 3V)
-    mean, id_pca = identity_pca(neutrals, layout.size("identity"))
-    say(f"identity PCA: {len(kept)} identities ({skipped} skipped without a neutral), {id_pca.num_modes} modes")
+    ni = neutral_identity_pca(dataset, layout.size("identity"), split, progress, model="linear 3DMM")
+    ds, id_pca, kept, skipped = ni.dataset, ni.identity, ni.identity_labels, ni.skipped_identities
+    neutrals, mean = ni.neutrals.reshape(len(kept), -1), ni.mean.reshape(-1)  # (I, 3V), (3V,)
 
     # --- expression PCA on displacements from the identity's neutral -----------------------
-    use = (ident >= 0) & (row_of[np.maximum(ident, 0)] >= 0)
-    e_idx, e_row = idx[use], row_of[ident[use]]  # (M,), (M,)
-    order = np.argsort(e_idx, kind="stable")
-    e_idx, e_row = e_idx[order], e_row[order]
+    e_idx, e_row = ni.sample_indices, ni.sample_rows  # (M,), (M,)
     neutrals32 = neutrals.astype(np.float32)
     nv3 = 3 * ds.num_vertices
 
@@ -341,7 +407,7 @@ def linear_3dmm_parts(
     basis[:, sl.start : sl.start + exp_pca.num_modes] = exp_pca.modes.T * exp_pca.std
     nvert = ds.num_vertices
     return Linear3DMMParts(mean.reshape(nvert, 3), neutrals.reshape(-1, nvert, 3), kept.astype(np.int64), id_pca,
-                           exp_pca, basis, layout, skipped, unlabeled, time.perf_counter() - t0)
+                           exp_pca, basis, layout, skipped, ni.unlabeled_samples, time.perf_counter() - t0)
 
 
 def build_linear_3dmm(
