@@ -57,7 +57,7 @@ CANDIDATE_TRIANGLES = 16
 #: Fraction of the faces the quadric decimation removes before its history is truncated (past
 #: any ``1 - 1 / FACTOR`` target: a closed or disk mesh has about twice as many faces as vertices).
 _OVERSHOOT_REDUCTION = 0.95
-#: Collapse counts tried on each side of ``n - target`` when a replay misses the target (:func:`_decimate`).
+#: Collapse counts tried on each side of ``n - target`` when a replay misses the target (:func:`decimate_mesh`).
 _MAX_REPLAYS = 8
 
 

@@ -40,17 +40,17 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fitface.latent import LatentLayout
 
+from .common import BaselineBuild
 from .linear import CHUNK_SAMPLES, IMAGE_SIZE, neutral_identity_pca
 
 if TYPE_CHECKING:  # pragma: no cover
     from fitface.data.format import Dataset
-    from fitface.models.face_model import FaceModel
 
 __all__ = ["ComaBuildConfig", "BaselineBuild", "NeutralDisplacements", "build_coma", "CODE_BATCH"]
 
@@ -104,20 +104,6 @@ class ComaBuildConfig:
         for name in ("lr", "lr_decay"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: expected a positive number, got {getattr(self, name)!r}")
-
-
-@dataclass
-class BaselineBuild:
-    """A built baseline.
-
-    Attributes:
-        model: the :class:`FaceModel` (float32, CPU, eval mode).
-        report: JSON-serialisable dict of what the build did (also in
-            ``model.metadata["baseline"]``).
-    """
-
-    model: FaceModel
-    report: dict[str, Any]
 
 
 class NeutralDisplacements:

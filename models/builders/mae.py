@@ -42,7 +42,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -53,9 +53,10 @@ from fitface.checks import check_shape
 from fitface.errors import InputError
 from fitface.latent import LatentLayout
 
+from .common import BaselineBuild
+
 if TYPE_CHECKING:  # pragma: no cover
     from fitface.data.format import Dataset
-    from fitface.models.face_model import FaceModel
     from fitface.models.multilinear import MultilinearGenerator
 
     from .linear import Linear3DMMParts
@@ -144,19 +145,6 @@ class MaeBuildConfig:
         d = dataclasses.asdict(self)
         d["encoder_channels"] = list(self.encoder_channels)
         return d
-
-
-@dataclass
-class BaselineBuild:
-    """What a baseline builder returns.
-
-    Attributes:
-        model: the built :class:`FaceModel` (CPU, float32, eval mode).
-        report: JSON-serialisable build report (also in ``model.metadata["baseline"]["report"]``).
-    """
-
-    model: FaceModel
-    report: dict[str, Any] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------ the model parts
