@@ -1,12 +1,12 @@
-"""Merge several ``fitface evaluate`` reports (one model each) into one set of Markdown tables.
+"""Merge several ``fitface evaluate`` reports into one set of Markdown tables.
 
 Usage::
 
     python benchmarks/collect_reports.py reports/ict_paper reports/ict_3dmm ... [--labels a,b,...]
 
 Each REPORT folder holds the ``report.json`` of ``fitface evaluate`` on the *same* dataset with
-the same options (checked: dataset fingerprint, counts, seed); evaluating models one by one lets
-them run as soon as each training ends. Prints Table 1 (Dec-Id, Dec-Exp, Div, Div-Id, Div-Exp,
+the same options (checked: dataset fingerprint, counts, seed), of one model or several;
+evaluating models one by one lets them run as soon as each training ends, or in parallel. Prints Table 1 (Dec-Id, Dec-Exp, Div, Div-Id, Div-Exp,
 Sp., plus the ground-truth coefficient ratios; each Dec- value with its chance level, the
 rate on pairs sharing no code, in parentheses), Table 2 (surface RMSE per lambda, vertex RMSE
 in parentheses) and the retargeting table, with each evaluation's wall time.
@@ -37,7 +37,9 @@ def fail(message: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("reports", nargs="+", type=Path, help="report folders of `fitface evaluate`")
-    ap.add_argument("--labels", default=None, help="comma-separated row labels (default: folder names)")
+    ap.add_argument("--labels", default=None,
+                    help="comma-separated row labels, one per model (default: the folder name for a "
+                         "one-model report, else the report's model names)")
     args = ap.parse_args()
     docs = []
     for r in args.reports:
@@ -48,12 +50,18 @@ def main() -> None:
             docs.append(json.loads(p.read_text()))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             fail(f"{p}: not a readable report ({type(exc).__name__}: {exc})")
-    labels = args.labels.split(",") if args.labels else [r.name for r in args.reports]
-    if len(labels) != len(docs):
-        fail(f"--labels: {len(labels)} labels for {len(docs)} reports")
+    # one row per model: (label, report, model name in the report)
+    rows = []
     for r, d in zip(args.reports, docs):
-        if len(d.get("models", [])) != 1:
-            fail(f"{r}: a report of {len(d.get('models', []))} models; give one report per model")
+        names = list(d.get("models", []) and [m["name"] for m in d["models"]])
+        if not names:
+            fail(f"{r}: a report without models")
+        rows += [(r.name if len(names) == 1 else n, d, n) for n in names]
+    if args.labels:
+        labels = args.labels.split(",")
+        if len(labels) != len(rows):
+            fail(f"--labels: {len(labels)} labels for {len(rows)} models")
+        rows = [(lab, d, n) for lab, (_, d, n) in zip(labels, rows)]
     ref = docs[0]
     for r, d in zip(args.reports, docs):
         if d["dataset"]["fingerprint"] != ref["dataset"]["fingerprint"]:
@@ -74,8 +82,8 @@ def main() -> None:
         td = ref["table1"].get("training_data", {})
         print(f"| training data | – | – | {_f(td.get('global'))} | {_f(td.get('shared_identity'))} | "
               f"{_f(td.get('shared_expression'))} | – | – | – | |")
-        for lab, d in zip(labels, docs):
-            (row,) = d["table1"]["rows"].values()
+        for lab, d, name in rows:
+            row = d["table1"]["rows"][name]
             dec = [_f(row.get(k), 1) + ("" if row.get(k + "_unshared") is None else f" ({_f(row[k + '_unshared'], 1)})")
                    for k in ("dec_id", "dec_exp")]
             print(f"| {lab} | {dec[0]} | {dec[1]} | {_f(row.get('div'))} | "
@@ -86,15 +94,15 @@ def main() -> None:
         lams = [str(float(x)) for x in o["lambdas"]]
         print("\n| model | " + " | ".join(f"λ = {x}" for x in o["lambdas"]) + " |")
         print("|---|" + "---|" * len(lams))
-        for lab, d in zip(labels, docs):
-            (res,) = d["table2"]["models"].values()
+        for lab, d, name in rows:
+            res = d["table2"]["models"][name]
             print(f"| {lab} | " + " | ".join(
                 f"{_f(res[x]['surface_rmse_mm'])} ({_f(res[x]['vertex_rmse_mm'])})" for x in lams) + " |")
     if "retargeting" in ref:
         print("\n| model | retarget | no transfer | direct fit |")
         print("|---|---|---|---|")
-        for lab, d in zip(labels, docs):
-            (res,) = d["retargeting"]["models"].values()
+        for lab, d, name in rows:
+            res = d["retargeting"]["models"][name]
             print(f"| {lab} | " + " | ".join(
                 f"{_f(res.get(k + '_surface_rmse_mm'))} ({_f(res.get(k + '_vertex_rmse_mm'))})"
                 for k in ("retarget", "no_transfer", "direct_fit")) + " |")
