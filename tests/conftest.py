@@ -42,6 +42,17 @@ def tiny(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def synthetic_2000(tmp_path_factory):
+    """The synthetic dataset at 20 identities x 2,000 faces (V = 4,285, mm; seed 0), loaded: the
+    baselines' tests share it (16 training identities, several "neutral" samples each). Read only."""
+    from fitface.data.format import load_dataset
+    from fitface.data.synthetic import build_synthetic
+
+    return load_dataset(build_synthetic(tmp_path_factory.mktemp("syn2000") / "syn", identities=20, samples=2000,
+                                        seed=0))
+
+
+@pytest.fixture(scope="session")
 def model_path(tmp_path_factory) -> Path:
     """The session's small face-like test model file (tests/model_builders.py)."""
     from model_builders import fit_model_file

@@ -40,12 +40,8 @@ def _no_grad():
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    from fitface.data.format import load_dataset
-    from fitface.data.synthetic import build_synthetic
-
-    path = build_synthetic(tmp_path_factory.mktemp("bl_data") / "syn", identities=20, samples=2000, seed=0)
-    return load_dataset(path)
+def dataset(synthetic_2000):
+    return synthetic_2000
 
 
 @pytest.fixture(scope="module")

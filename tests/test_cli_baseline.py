@@ -30,12 +30,8 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    from fitface.data.format import load_dataset
-    from fitface.data.synthetic import build_synthetic
-
-    path = build_synthetic(tmp_path_factory.mktemp("clibl_data") / "syn", identities=20, samples=2000, seed=0)
-    return load_dataset(path)
+def dataset(synthetic_2000):
+    return synthetic_2000
 
 
 @pytest.mark.parametrize("kind", ["mae", "coma"])
