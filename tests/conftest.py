@@ -41,6 +41,18 @@ def tiny(tmp_path_factory) -> Path:
     return build_synthetic(tmp_path_factory.mktemp("data") / "tiny", identities=6, samples=200, seed=0)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module's tests (``pytestmark = pytest.mark.usefixtures(...)``):
+    the training tests' timings and results do not depend on the machine's core count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def synthetic_2000(tmp_path_factory):
     """The synthetic dataset at 20 identities x 2,000 faces (V = 4,285, mm; seed 0), loaded: the

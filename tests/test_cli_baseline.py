@@ -19,14 +19,7 @@ CONFIGS = {"mae": ("fitface.models.builders.mae", "MaeBuildConfig"),
            "coma": ("fitface.models.builders.coma", "ComaBuildConfig")}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

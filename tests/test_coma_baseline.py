@@ -55,12 +55,7 @@ TRAINED_LOSS_RATIO = 0.99
 SMALL_FILTERS = dict(encoder_filters=(16, 16, 32), decoder_filters=(32, 16, 16))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------------------ small models
