@@ -166,3 +166,17 @@ class LatentLayout:
 
 #: The paper's layout (§5.1): (z_id, z_exp, z_noise) = (65, 15, 5).
 PAPER_LAYOUT = LatentLayout((("identity", 65), ("expression", 15), (NOISE, 5)))
+
+
+def check_two_factor_layout(layout: LatentLayout, model: str, identity_dim: int, expression_dim: int,
+                            noise_dim: int = 0) -> None:
+    """ValueError unless ``layout`` is ``(identity_dim, expression_dim[, "noise": noise_dim])`` in
+    block sizes: the layout of a model with one identity and one expression factor (the MAE's
+    multilinear generator, CoMA's). ``model`` names it in the message (``"a CoMA generator"``)."""
+    sizes = [d for _, d in layout.blocks]
+    want = [identity_dim, expression_dim] + ([noise_dim] if noise_dim else [])
+    noise_ok = len(layout.blocks) < 3 or layout.blocks[2][0] == "noise"
+    if sizes != want or not noise_ok:
+        raise ValueError(f"layout {layout.describe()}: {model} needs blocks of sizes "
+                         f"(identity {identity_dim}, expression {expression_dim}"
+                         + (f", noise {noise_dim})" if noise_dim else ")"))

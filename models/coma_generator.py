@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from fitface.checks import check_shape
+from fitface.latent import check_two_factor_layout
 
 from .chebyshev import ORDER
 from .coma import DECODER_FILTERS, ENCODER_FILTERS, ComaAutoencoder
@@ -137,13 +138,7 @@ class ComaGenerator(nn.Module):
     def check_layout(self, layout) -> None:
         """ValueError unless ``layout`` is ``(identity I, expression J[, "noise": noise_dim])``;
         :class:`FaceModel` calls it."""
-        sizes = [d for _, d in layout.blocks]
-        want = [self.identity_dim, self.expression_dim] + ([self.noise_dim] if self.noise_dim else [])
-        noise_ok = len(layout.blocks) < 3 or layout.blocks[2][0] == "noise"
-        if sizes != want or not noise_ok:
-            raise ValueError(f"layout {layout.describe()}: a CoMA generator needs blocks of sizes "
-                             f"(identity {self.identity_dim}, expression {self.expression_dim}"
-                             + (f", noise {self.noise_dim})" if self.noise_dim else ")"))
+        check_two_factor_layout(layout, "a CoMA generator", self.identity_dim, self.expression_dim, self.noise_dim)
 
     # -- the code ------------------------------------------------------------------------
     def coefficients(self, z: torch.Tensor) -> torch.Tensor:

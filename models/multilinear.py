@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from fitface.checks import check_shape
+from fitface.latent import check_two_factor_layout
 
 from .generator import vertex_rows
 from .linear import LinearLayer
@@ -206,13 +207,7 @@ class MultilinearGenerator(nn.Module):
         """ValueError unless ``layout`` (a :class:`~fitface.latent.LatentLayout`) is
         ``(first factor: d_id, second factor: d_exp[, "noise": noise_dim])`` (module Convention);
         :class:`FaceModel` calls it."""
-        sizes = [d for _, d in layout.blocks]
-        want = [self.identity_dim, self.expression_dim] + ([self.noise_dim] if self.noise_dim else [])
-        noise_ok = len(layout.blocks) < 3 or layout.blocks[2][0] == "noise"
-        if sizes != want or not noise_ok:
-            raise ValueError(f"layout {layout.describe()}: a multilinear generator needs blocks of sizes "
-                             f"(identity {self.identity_dim}, expression {self.expression_dim}"
-                             + (f", noise {self.noise_dim})" if self.noise_dim else ")"))
+        check_two_factor_layout(layout, "a multilinear generator", self.identity_dim, self.expression_dim, self.noise_dim)
 
     # -- the code -> mode coefficients --------------------------------------------------
     def coefficients(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
