@@ -71,15 +71,19 @@ def cheb_conv(x: torch.Tensor, laplacian: torch.Tensor, weight: torch.Tensor,
     if laplacian.dtype != x.dtype:
         raise ValueError(f"laplacian: dtype {laplacian.dtype} differs from x's {x.dtype}")
     k = weight.shape[0] // fin
-    t0 = x.transpose(0, 1).reshape(v, b * fin)  # (V, B * F_in): one sparse matmul for the batch
-    terms = [t0]
+    w = weight.reshape(k, fin, -1)  # (K, F_in, F_out), term-major rows
+    # Each term is mixed into the output as soon as it exists: (V, B, F_in) @ (F_in, F_out). This
+    # never materialises the (B, V, K * F_in) concatenation, whose permuted copy was most of the
+    # layer's time (2.7x on a CoMA training step on the ICT template, 9,409 vertices).
+    prev = x.transpose(0, 1).reshape(v, b * fin)  # T_0 x, (V, B * F_in): one sparse matmul for the batch
+    y = prev.reshape(v, b, fin) @ w[0]  # (V, B, F_out)
     if k > 1:
-        terms.append(torch.sparse.mm(laplacian, t0))
-    for _ in range(2, k):
-        terms.append(2.0 * torch.sparse.mm(laplacian, terms[-1]) - terms[-2])
-    t = torch.stack(terms, dim=0).reshape(k, v, b, fin)  # (K, V, B, F_in)
-    t = t.permute(2, 1, 0, 3).reshape(b, v, k * fin)  # (B, V, K * F_in), term-major features
-    y = t @ weight
+        cur = torch.sparse.mm(laplacian, prev)  # T_1 x
+        y = y + cur.reshape(v, b, fin) @ w[1]
+        for i in range(2, k):
+            prev, cur = cur, 2.0 * torch.sparse.mm(laplacian, cur) - prev  # T_i x
+            y = y + cur.reshape(v, b, fin) @ w[i]
+    y = y.transpose(0, 1)  # (B, V, F_out)
     return y if bias is None else y + bias
 
 
