@@ -72,17 +72,34 @@ def cheb_conv(x: torch.Tensor, laplacian: torch.Tensor, weight: torch.Tensor,
         raise ValueError(f"laplacian: dtype {laplacian.dtype} differs from x's {x.dtype}")
     k = weight.shape[0] // fin
     w = weight.reshape(k, fin, -1)  # (K, F_in, F_out), term-major rows
-    # Each term is mixed into the output as soon as it exists: (V, B, F_in) @ (F_in, F_out). This
-    # never materialises the (B, V, K * F_in) concatenation, whose permuted copy was most of the
-    # layer's time (2.7x on a CoMA training step on the ICT template, 9,409 vertices).
-    prev = x.transpose(0, 1).reshape(v, b * fin)  # T_0 x, (V, B * F_in): one sparse matmul for the batch
-    y = prev.reshape(v, b, fin) @ w[0]  # (V, B, F_out)
-    if k > 1:
-        cur = torch.sparse.mm(laplacian, prev)  # T_1 x
-        y = y + cur.reshape(v, b, fin) @ w[1]
-        for i in range(2, k):
-            prev, cur = cur, 2.0 * torch.sparse.mm(laplacian, cur) - prev  # T_i x
-            y = y + cur.reshape(v, b, fin) @ w[i]
+    fout = w.shape[2]
+    x0 = x.transpose(0, 1)  # (V, B, F_in)
+    if fout < fin and k > 1:
+        # Clenshaw's recurrence on the mixed terms p_k = x W_k: the sparse products then run on
+        # F_out channels instead of F_in (CoMA's last layer: 3 instead of 16).
+        # b_k = p_k + 2 L^ b_{k+1} - b_{k+2}, y = p_0 + L^ b_1 - b_2.
+        def lap(t):  # (V, B, F_out) -> L^ t, one sparse matmul for the batch
+            return torch.sparse.mm(laplacian, t.reshape(v, b * fout)).reshape(v, b, fout)
+
+        b2, b1 = None, x0 @ w[k - 1]
+        for i in range(k - 2, 0, -1):
+            nxt = x0 @ w[i] + 2.0 * lap(b1)
+            b2, b1 = b1, (nxt if b2 is None else nxt - b2)
+        y = x0 @ w[0] + lap(b1)
+        if b2 is not None:
+            y = y - b2
+    else:
+        # The three-term recurrence on x, each term mixed into the output as soon as it exists:
+        # this never materialises the (B, V, K * F_in) concatenation, whose permuted copy was
+        # most of the layer's time.
+        prev = x0.reshape(v, b * fin)  # T_0 x, (V, B * F_in)
+        y = x0 @ w[0]  # (V, B, F_out)
+        if k > 1:
+            cur = torch.sparse.mm(laplacian, prev)  # T_1 x
+            y = y + cur.reshape(v, b, fin) @ w[1]
+            for i in range(2, k):
+                prev, cur = cur, 2.0 * torch.sparse.mm(laplacian, cur) - prev  # T_i x
+                y = y + cur.reshape(v, b, fin) @ w[i]
     y = y.transpose(0, 1)  # (B, V, F_out)
     return y if bias is None else y + bias
 

@@ -208,18 +208,30 @@ def _dense_reference(x: np.ndarray, lap: np.ndarray, weight: np.ndarray, bias: n
     return out + bias
 
 
-@pytest.mark.parametrize("order", [1, 2, 6])
-def test_cheb_conv_matches_dense_reference(procedural, order):
+@pytest.mark.parametrize("order", [1, 2, 3, 6])
+@pytest.mark.parametrize("fin,fout", [(4, 5), (5, 2)])  # the three-term recurrence; Clenshaw's (F_out < F_in)
+def test_cheb_conv_matches_dense_reference(procedural, order, fin, fout):
     adj = procedural.adjacency[3]  # 67 vertices
     lap = rescaled_laplacian(adj).toarray()
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(3, 67, 4, dtype=torch.float64, generator=g)
-    layer = ChebConv(4, 5, rescaled_laplacian_tensor(adj, dtype=torch.float64), order=order)
+    x = torch.randn(3, 67, fin, dtype=torch.float64, generator=g)
+    layer = ChebConv(fin, fout, rescaled_laplacian_tensor(adj, dtype=torch.float64), order=order)
     with torch.no_grad():
         layer.bias.normal_(generator=g)
     got = layer(x).detach().numpy()
     want = _dense_reference(x.numpy(), lap, layer.weight.detach().numpy(), layer.bias.detach().numpy())
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("fin,fout", [(3, 4), (4, 2)])
+def test_cheb_conv_gradcheck(procedural, fin, fout):
+    """float64 gradcheck of both recurrences w.r.t. the features, the weight and the bias."""
+    lap = rescaled_laplacian_tensor(procedural.adjacency[4], dtype=torch.float64)  # 17 vertices
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, lap.shape[0], fin, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(fin * 6, fout, dtype=torch.float64, generator=g, requires_grad=True)
+    b = torch.randn(fout, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: cheb_conv(x, lap, w, b), (x, w, b))
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
