@@ -282,10 +282,21 @@ def test_folded_critic_equals_mapping_of_generator():
     with torch.no_grad():
         G.out.weight.normal_()
         G.out.bias.normal_()
-    fc = FoldedCritic(mp.matrix("torch").to(torch.float32), 16, scale=2.5)
+    fc = FoldedCritic(mp.matrix("scipy"), 16, scale=2.5)
     fc.refresh(G)
     z = torch.randn(4, LAYOUT.dim)
-    torch.testing.assert_close(fc.images(G, z), mp(G(z)) / 2.5, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        want = mp(G(z)) / 2.5
+    torch.testing.assert_close(fc.images(G, z), want, rtol=1e-5, atol=1e-5)
+    # under mixed precision: the same images in float32, to bfloat16's 8-bit mantissa
+    low = FoldedCritic(mp.matrix("scipy"), 16, scale=2.5, compute_dtype=torch.bfloat16)
+    low.refresh(G)
+    got = low.images(G, z)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=0, atol=0.02 * float(want.abs().max()))
+    assert float((got - want).abs().max()) > 0  # it did compute in bfloat16
+    with pytest.raises(ValueError, match="mapping_matrix"):
+        FoldedCritic(mp.matrix("scipy"), 8, scale=2.5)
 
 
 # ----------------------------------------------------------------------------- older runs

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from fitface.checks import check_faces, check_mesh, check_shape
+from fitface.geometry.interleaved import InterleavedOperator
 from fitface.tolerances import tol
 
 __all__ = [
@@ -200,7 +201,9 @@ class LaplacianRegularizer(nn.Module):
         returns: (B,) per-sample loss in unit^2, same dtype/device as the input.
 
     ``L`` is stored as a non-persistent sparse COO buffer (float64; not in
-    ``state_dict``), so it follows ``.to()``; it is cast to the input's dtype in ``forward``.
+    ``state_dict``), so it follows ``.to()``. ``forward`` multiplies ``kron(L, I_3)`` into the
+    batch as it lies in memory (:class:`~fitface.geometry.interleaved.InterleavedOperator`, made
+    once per input dtype and device).
     """
 
     def __init__(self, vertices, faces, reduction: str = "mean", normalized: bool = True):
@@ -218,14 +221,11 @@ class LaplacianRegularizer(nn.Module):
         # Non-persistent: derived from the template, and sparse tensors cannot go into
         # safetensors checkpoints.
         self.register_buffer("L", laplacian_tensor(L, dtype=torch.float64), persistent=False)
+        self._op = InterleavedOperator(L)  # what forward multiplies (its tensors made per dtype and device)
 
     def forward(self, displacements: torch.Tensor) -> torch.Tensor:
         check_shape("displacements", displacements, (None, self.num_vertices, 3))
-        b, n, _ = displacements.shape
-        L = self.L if self.L.dtype == displacements.dtype else self.L.to(displacements.dtype)
-        x = displacements.permute(1, 0, 2).reshape(n, b * 3)  # (V, B*3)
-        lx = torch.sparse.mm(L, x)  # (V, B*3)
-        sq = lx.square().reshape(n, b, 3).permute(1, 0, 2)  # (B, V, 3)
+        sq = self._op(displacements).square()  # (B, V, 3): (L v)^2 per vertex coordinate
         return sq.mean(dim=(1, 2)) if self.reduction == "mean" else sq.sum(dim=(1, 2))
 
     def extra_repr(self) -> str:

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from fitface.checks import check_faces, check_finite, check_shape
+from fitface.geometry.interleaved import InterleavedOperator
 from fitface.geometry.raster import rasterize
 
 #: Slack allowed outside [0, 1] for UV coordinates (parameterisers round to ~1e-15).
@@ -108,7 +109,7 @@ class GeometryMapping(nn.Module):
         super().__init__()
         uv, faces, size = _validate(uv, faces, size, fill, method)
         self.method = method
-        self._csr_cache: tuple | None = None
+        self._op_cache: tuple | None = None
         self.size = size
         self.num_vertices = int(uv.shape[0])
         self.fill = fill
@@ -142,23 +143,21 @@ class GeometryMapping(nn.Module):
         b = vertices.shape[0]
         n = self.size
         if self.method == "sparse":
-            m = self._csr(vertices.dtype, vertices.device)  # (P, V)
-            x = vertices.permute(1, 0, 2).reshape(self.num_vertices, b * 3)  # (V, 3B)
-            img = m @ x  # (P, 3B)
-            return img.reshape(n, n, b, 3).permute(2, 3, 0, 1).contiguous()  # (B, 3, n, n)
+            img = self._operator()(vertices)  # (B, P, 3), kron(M, I_3) on the batch as it lies in memory
+            return img.reshape(b, n, n, 3).permute(0, 3, 1, 2).contiguous()  # (B, 3, n, n)
         w = self.weight.to(dtype=vertices.dtype)  # (P, 3)
         g = vertices.index_select(1, self.index.reshape(-1))  # (B, 3P, 3) corner positions
         g = g.view(b, n * n, 3, 3)  # (B, P, corner, xyz)
         img = torch.einsum("bpkc,pk->bcp", g, w)  # (B, 3, P)
         return img.reshape(b, 3, n, n)
 
-    def _csr(self, dtype, device) -> torch.Tensor:
-        """The cached sparse CSR (P, V) matrix for ``dtype``/``device``."""
-        key = (self.weight.data_ptr(), self.index.data_ptr(), dtype, device)
-        if self._csr_cache is None or self._csr_cache[0] != key:
-            m = self.matrix("torch").to(device=device, dtype=dtype)
-            self._csr_cache = (key, m)
-        return self._csr_cache[1]
+    def _operator(self) -> InterleavedOperator:
+        """The cached :class:`~fitface.geometry.interleaved.InterleavedOperator` of :meth:`matrix`
+        (rebuilt when the buffers are replaced; it makes its tensors per dtype and device)."""
+        key = (self.weight.data_ptr(), self.index.data_ptr())
+        if self._op_cache is None or self._op_cache[0] != key:
+            self._op_cache = (key, InterleavedOperator(self.matrix("scipy")))
+        return self._op_cache[1]
 
     def matrix(self, kind: str = "scipy"):
         """The layer as a sparse (n*n, V) matrix ``M``: ``image[b, c].reshape(-1) == M @ vertices[b, :, c]``.
