@@ -10,7 +10,7 @@ the environment):
 * one engine step at B = 1: ``linearize_points`` + its VJP (what the Adam loop calls per step),
   split into the CoMA decoder's forward and backward and the rest,
 * ``vertices`` and ``vertices_vjp`` at B = 1,
-* one ``fitface.fit`` of landmarks (default steps) in process, and
+* one ``fitface.fit`` of landmarks in process (the engine's default steps, or each of ``--steps``), and
 * ``fitface fit -l LM -o OUT --model MODEL`` end to end as a subprocess (process start to files
   written), the issue's budget being 2 s on the ICT template.
 
@@ -48,6 +48,8 @@ def main() -> None:
     ap.add_argument("model", type=Path)
     ap.add_argument("--dataset", type=Path, default=Path(__file__).resolve().parents[2] / "runs" / "data" / "ict")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--steps", type=int, nargs="+", default=[None],
+                    help="fit steps to time (default: the engine's; e.g. --steps 150 400)")
     args = ap.parse_args()
 
     t = time.perf_counter()
@@ -94,24 +96,27 @@ def main() -> None:
         truth = dec.vertices(rng.standard_normal((1, dec.latent_dim)))[0].astype(np.float64)
         unit, src = dec.unit, "a random model face"
     lm = lset.points(truth, dec.faces)
-    t = time.perf_counter()
-    res = fitface.fit(lm, model=args.model, unit=unit, preview=False)
-    t_fit = time.perf_counter() - t
-    print(f"| fitface.fit in process (landmarks of {src}, default steps) | {t_fit:.2f} s "
-          f"(landmark RMS {float(res.landmark_rms):.2f} {unit}) |")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "lm.txt"
-        np.savetxt(path, lm)
-        cmd = [sys.executable, "-m", "fitface", "fit", "-l", str(path), "-o", str(Path(tmp) / "out"),
-               "--model", str(args.model), "--unit", unit, "--no-preview"]
-        times = []
-        for _ in range(args.repeats):
-            t = time.perf_counter()
-            subprocess.run(cmd, check=True, capture_output=True)
-            times.append(time.perf_counter() - t)
-        print(f"| `fitface fit -l LM -o OUT --model MODEL --unit {unit} --no-preview`, end to end | "
-              f"{statistics.median(times):.2f} s (median of {args.repeats}: {', '.join(f'{x:.2f}' for x in times)}) |")
-
+    for steps in args.steps:
+        label = "default steps" if steps is None else f"{steps} steps"
+        t = time.perf_counter()
+        res = fitface.fit(lm, model=args.model, unit=unit, preview=False, steps=steps)
+        t_fit = time.perf_counter() - t
+        print(f"| fitface.fit in process (landmarks of {src}, {label}) | {t_fit:.2f} s "
+              f"(landmark RMS {float(res.landmark_rms):.2f} {unit}) |")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "lm.txt"
+            np.savetxt(path, lm)
+            cmd = [sys.executable, "-m", "fitface", "fit", "-l", str(path), "-o", str(Path(tmp) / "out"),
+                   "--model", str(args.model), "--unit", unit, "--no-preview"]
+            cmd += [] if steps is None else ["--steps", str(steps)]
+            times = []
+            for _ in range(args.repeats):
+                t = time.perf_counter()
+                subprocess.run(cmd, check=True, capture_output=True)
+                times.append(time.perf_counter() - t)
+            print(f"| `fitface fit -l LM -o OUT --model MODEL --unit {unit} --no-preview"
+                  f"{'' if steps is None else f' --steps {steps}'}`, end to end | {statistics.median(times):.2f} s "
+                  f"(median of {args.repeats}: {', '.join(f'{x:.2f}' for x in times)}) |")
 
 if __name__ == "__main__":
     main()
