@@ -5,7 +5,7 @@ One *step* is one generator update preceded by ``critic_steps`` critic updates:
 1. critic step ``k`` (of step ``s``): real batch ``r = s * critic_steps + k`` of the training
    split (:func:`.sampling.real_batch_indices`); fakes from codes of the step's phase (or
    random codes), computed under ``no_grad`` through the *folded* last layer
-   ``W' = M W2 / s`` (:class:`FoldedCritic`), which gives the normalised geometry image of
+   ``W' = M W2 / s`` (:class:`FoldedCritic`; bfloat16 under ``amp``), which gives the normalised geometry image of
    ``G(z)`` directly from G's hidden layer; instance noise on both; the loss of eq. 6
    (:func:`.losses.critic_loss`: WGAN-GP + weighted classification on real labeled samples).
 2. generator step: phase batch of the labeled factor ``factors[s % K]`` (fixed codes T +
