@@ -293,7 +293,7 @@ class FoldedCritic:
                  compute_dtype: torch.dtype = torch.float32):
         import scipy.sparse as sp
 
-        from fitface.geometry.interleaved import InterleavedOperator
+        from fitface.geometry.interleaved import csr_tensor
 
         self.S = int(image_size)
         p = self.S * self.S
@@ -302,7 +302,7 @@ class FoldedCritic:
             raise ValueError(f"mapping_matrix: expected {p} rows (image_size {self.S} squared), got {m.shape[0]}")
         order = np.arange(3 * p).reshape(p, 3).T.reshape(-1)  # row c * P + p <- row 3 p + c
         k = sp.kron(m, sp.identity(3, format="csr"), format="csr")[order] * (1.0 / float(scale))  # (3P, 3V)
-        self.K, _ = InterleavedOperator.csr_pair(sp.csr_matrix(k), torch.float32, device)
+        self.K = csr_tensor(k, torch.float32, device)  # (3P, 3V)
         self.compute_dtype = compute_dtype
         self.weight: torch.Tensor | None = None  # (3P, H) in compute_dtype
         self.bias: torch.Tensor | None = None  # (3P,) in compute_dtype

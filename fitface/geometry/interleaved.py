@@ -28,10 +28,11 @@ import torch
 
 from fitface.checks import check_shape
 
-__all__ = ["InterleavedOperator"]
+__all__ = ["InterleavedOperator", "csr_tensor"]
 
 
-def _csr_tensor(m: sp.csr_matrix, dtype: torch.dtype, device) -> torch.Tensor:
+def csr_tensor(m: sp.spmatrix, dtype: torch.dtype, device=None) -> torch.Tensor:
+    """A scipy sparse (R, C) matrix as a torch sparse CSR tensor of ``dtype`` on ``device`` (sorted indices)."""
     m = sp.csr_matrix(m)
     m.sort_indices()
     with warnings.catch_warnings():
@@ -73,16 +74,11 @@ class InterleavedOperator:
         self._kron = sp.kron(m, sp.identity(3, dtype=np.float64, format="csr"), format="csr")  # (3R, 3V)
         self._cache: dict = {}
 
-    @staticmethod
-    def csr_pair(matrix: sp.csr_matrix, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """A scipy sparse matrix and its transpose as torch sparse CSR tensors of ``dtype`` on ``device``."""
-        return _csr_tensor(matrix, dtype, device), _csr_tensor(matrix.T.tocsr(), dtype, device)
-
     def tensors(self, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
         """``(kron(M, I_3), its transpose)`` as torch sparse CSR tensors of ``dtype`` on ``device`` (cached)."""
         key = (dtype, torch.device(device if device is not None else "cpu"))
         if key not in self._cache:
-            self._cache[key] = self.csr_pair(self._kron, dtype, device)
+            self._cache[key] = (csr_tensor(self._kron, dtype, device), csr_tensor(self._kron.T, dtype, device))
         return self._cache[key]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
