@@ -291,17 +291,15 @@ class FoldedCritic:
 
     def __init__(self, mapping_matrix, image_size: int, scale: float, device=None,
                  compute_dtype: torch.dtype = torch.float32):
-        import scipy.sparse as sp
-
-        from fitface.geometry.interleaved import csr_tensor
+        from fitface.geometry.interleaved import csr_tensor, interleaved_matrix
 
         self.S = int(image_size)
         p = self.S * self.S
-        m = sp.csr_matrix(mapping_matrix, dtype=np.float64)
-        if m.shape[0] != p:
-            raise ValueError(f"mapping_matrix: expected {p} rows (image_size {self.S} squared), got {m.shape[0]}")
+        if mapping_matrix.shape[0] != p:
+            raise ValueError(f"mapping_matrix: expected {p} rows (image_size {self.S} squared), "
+                             f"got {mapping_matrix.shape[0]}")
         order = np.arange(3 * p).reshape(p, 3).T.reshape(-1)  # row c * P + p <- row 3 p + c
-        k = sp.kron(m, sp.identity(3, format="csr"), format="csr")[order] * (1.0 / float(scale))  # (3P, 3V)
+        k = interleaved_matrix(mapping_matrix)[order] * (1.0 / float(scale))  # (3P, 3V), channel-major rows
         self.K = csr_tensor(k, torch.float32, device)  # (3P, 3V)
         self.compute_dtype = compute_dtype
         self.weight: torch.Tensor | None = None  # (3P, H) in compute_dtype

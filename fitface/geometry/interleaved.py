@@ -28,7 +28,14 @@ import torch
 
 from fitface.checks import check_shape
 
-__all__ = ["InterleavedOperator", "csr_tensor"]
+__all__ = ["InterleavedOperator", "interleaved_matrix", "csr_tensor"]
+
+
+def interleaved_matrix(matrix: sp.spmatrix) -> sp.csr_matrix:
+    """``kron(M, I_3)``: a (R, V) matrix as the (3R, 3V) float64 CSR matrix that acts on
+    coordinate-minor arrays (row ``3 r + c``, columns ``3 v + c``; module Convention)."""
+    m = sp.csr_matrix(matrix, dtype=np.float64)
+    return sp.kron(m, sp.identity(3, dtype=np.float64, format="csr"), format="csr")
 
 
 def csr_tensor(m: sp.spmatrix, dtype: torch.dtype, device=None) -> torch.Tensor:
@@ -69,9 +76,8 @@ class InterleavedOperator:
     """
 
     def __init__(self, matrix: sp.spmatrix):
-        m = sp.csr_matrix(matrix, dtype=np.float64)
-        self.shape = m.shape
-        self._kron = sp.kron(m, sp.identity(3, dtype=np.float64, format="csr"), format="csr")  # (3R, 3V)
+        self._kron = interleaved_matrix(matrix)  # (3R, 3V)
+        self.shape = (self._kron.shape[0] // 3, self._kron.shape[1] // 3)  # (R, V)
         self._cache: dict = {}
 
     def tensors(self, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
