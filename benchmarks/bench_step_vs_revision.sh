@@ -24,6 +24,7 @@ if [ ! -x "$OLD/.venv/bin/python" ]; then
   make -C "$OLD" install >/dev/null
 fi
 OUT=$(mktemp -d)
+trap 'rm -rf "$OUT"' EXIT
 for i in $(seq "$ROUNDS"); do
   (cd "$OLD" && .venv/bin/python benchmarks/bench_train_step.py --data "$DATA" --steps 10 --threads "$THREADS") \
     2>/dev/null > "$OUT/old_$i.json"
