@@ -210,7 +210,17 @@ def compare(data_dir: Path, names: list[str], steps: int, batch: int, threads: i
     med = {n: statistics.median(v) for n, v in times.items()}
     tmp.cleanup()
     return {"dataset": str(data_dir), "steps": steps, "median_s": med,
-            "speedup_over_" + names[0]: {n: med[names[0]] / med[n] for n in names}}
+            "speedup_over_" + names[0]: {n: med[names[0]] / med[n] for n in names},
+            "autocast": {n: tr.use_amp for n, tr in trainers.items()}}  # False: amp refused (no native bf16)
+
+
+def machine_facts() -> dict:
+    """The CPU facts a step time depends on (bfloat16 runs natively only with oneDNN's kernels)."""
+    from fitface.train.precision import native_bfloat16
+
+    return {"machine": platform.processor() or platform.machine(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "native_bfloat16": native_bfloat16(torch.device("cpu"))}
 
 
 def main() -> None:
@@ -240,7 +250,7 @@ def main() -> None:
     if args.compare:
         for d in datasets:
             results.append(compare(Path(d), args.compare, args.steps, args.batch_size, args.threads))
-        print(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M"), "torch": torch.__version__,
+        print(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M"), **machine_facts(), "torch": torch.__version__,
                           "threads": args.threads, "results": results}, indent=2))
         tmp.cleanup()
         return
@@ -250,8 +260,8 @@ def main() -> None:
             r["floor_s"] = r["gflop_per_step"] / rate
             r["step_over_floor"] = r["step_s_median"] / r["floor_s"]
             results.append(r)
-    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.processor() or platform.machine(),
-              "torch": torch.__version__, "threads": args.threads, "matmul_gflops": rate, "results": results}
+    report = {"date": time.strftime("%Y-%m-%d %H:%M"), **machine_facts(), "torch": torch.__version__,
+              "threads": args.threads, "matmul_gflops": rate, "results": results}
     print(json.dumps(report, indent=2))
     tmp.cleanup()
 

@@ -104,13 +104,34 @@ def test_resume_is_bit_exact_with_the_levers(tiny, tmp_path):
 def test_bfloat16_on_cpu_is_deterministic_and_close_to_float32(tiny, tmp_path):
     out = {}
     for name, amp in (("a", True), ("b", True), ("f", False)):
-        tr = Trainer(tiny, load_config("cpu", {**FAST, "amp": amp, "max_steps": 2}), tmp_path / name)
+        # amp_emulated: autocast also where this CPU has no native bfloat16 (the numbers are the same kind)
+        tr = Trainer(tiny, load_config("cpu", {**FAST, "amp": amp, "amp_emulated": True, "max_steps": 2}),
+                     tmp_path / name)
         assert tr.use_amp == amp
         out[name] = [tr.step(s) for s in range(2)]
     assert out["a"] == out["b"]  # same seed, same bits
     assert out["a"] != out["f"]  # bfloat16 really ran
     for va, vf in zip(out["a"], out["f"]):
         assert va["g_reg"] == pytest.approx(vf["g_reg"], rel=0.1)
+
+
+def test_amp_falls_back_to_float32_where_the_cpu_has_no_bfloat16(tiny, tmp_path, monkeypatch):
+    import fitface.train.precision as P
+    from fitface.errors import FitfaceWarning
+
+    monkeypatch.setattr(P, "native_bfloat16", lambda device: False)
+    with pytest.warns(FitfaceWarning, match="no native bfloat16.*training in float32"):
+        tr = Trainer(tiny, load_config("cpu", {**FAST, "amp": True, "max_steps": 1}), tmp_path / "a")
+    assert not tr.use_amp and tr.folded.compute_dtype == torch.float32
+    forced = Trainer(tiny, load_config("cpu", {**FAST, "amp": True, "amp_emulated": True, "max_steps": 1}),
+                     tmp_path / "b")
+    assert forced.use_amp and forced.precision.warning == ""
+    monkeypatch.setattr(P, "native_bfloat16", lambda device: True)
+    assert P.resolve_precision(True, torch.device("cpu")) == P.Precision(True)
+    assert P.resolve_precision(False, torch.device("cpu")) == P.Precision(False)
+    if not torch.cuda.is_available():  # a GPU without bfloat16 is refused even when forced
+        monkeypatch.setattr(P, "native_bfloat16", lambda device: False)
+        assert not P.resolve_precision(True, torch.device("cuda"), emulated=True).autocast
 
 
 def test_proxy_evaluation_is_logged_during_training(tiny, tmp_path):

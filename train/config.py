@@ -44,8 +44,12 @@ class TrainConfig:
     device: str = "auto"
     #: CPU threads for torch (``torch.set_num_threads``); 0 keeps torch's default.
     num_threads: int = 0
-    #: Mixed precision (bfloat16 autocast) on CUDA GPUs with bfloat16; ignored on CPU.
+    #: Mixed precision (bfloat16 autocast) where the device computes bfloat16 natively: a CUDA
+    #: GPU with bfloat16 or a CPU with oneDNN bfloat16 kernels (AVX-512 BF16, AMX); elsewhere
+    #: the run trains in float32 with a warning (``train/precision.py``).
     amp: bool = False
+    #: Force bfloat16 autocast on a CPU without native bfloat16 (same numbers, about 10x slower).
+    amp_emulated: bool = False
     #: The critic's convolutions in channels_last memory format (NHWC; faster with bfloat16
     #: on CPUs with AVX512-BF16). Changes only the memory layout, not the maths.
     channels_last: bool = False

@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,13 +50,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fitface.errors import InputError
+from fitface.errors import FitfaceWarning, InputError
 from fitface.io.atomic import write_text
 
 from . import losses as L
 from .checkpoint import CHECKPOINT_FILE, Checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import DistContext, average_scalars, barrier, init_distributed, wrap_ddp
+from .precision import resolve_precision
 from .sampling import (
     LabelSampler,
     fixed_codes,
@@ -551,18 +553,16 @@ class Trainer:
         self.total_steps = cfg.total_steps(self.data.num_train)
         self.steps_per_epoch = cfg.steps_per_epoch(self.data.num_train)
         # mixed precision: bfloat16 autocast (float32's exponent range, so the penalty's double
-        # backward needs no loss scaling); GPUs without bfloat16 train in float32
-        self.use_amp = bool(cfg.amp and (self.device.type == "cpu" or
-                                         (self.device.type == "cuda" and torch.cuda.is_bf16_supported())))
+        # backward needs no loss scaling) where the device has native bfloat16 (precision.py)
+        self.precision = resolve_precision(cfg.amp, self.device, emulated=cfg.amp_emulated)
+        self.use_amp = self.precision.autocast
+        if self.precision.warning and self.ctx.rank == 0:
+            warnings.warn(self.precision.warning, FitfaceWarning, stacklevel=2)
         self.folded = FoldedCritic(self.mapping.matrix("scipy"), cfg.image_size, self.scale, device=self.device,
                                    compute_dtype=torch.bfloat16 if self.use_amp else torch.float32) \
             if cfg.fold_mapping else None
         if self.folded is not None:
             self.folded.refresh(self.G)
-        if cfg.amp and self.device.type == "cuda" and not self.use_amp:
-            import warnings
-
-            warnings.warn("--amp: this GPU has no bfloat16; training in float32", stacklevel=2)
 
     # ------------------------------------------------------------------ helpers
     def _warm_start(self, template64: np.ndarray) -> None:

@@ -19,7 +19,9 @@ import click
 @click.option("--batch-size", type=int, default=None, help="Global batch size.")
 @click.option("--lr", type=float, default=None, help="Learning rate of both G and D.")
 @click.option("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads).")
-@click.option("--amp/--no-amp", default=None, help="bfloat16 autocast (mixed precision) on the CPU or a CUDA GPU with bfloat16.")
+@click.option("--amp/--no-amp", default=None,
+              help="bfloat16 autocast (mixed precision) where the device has native bfloat16 (a CPU with "
+                   "AVX-512 BF16 or AMX, a CUDA GPU with bfloat16); elsewhere float32, with a warning.")
 @click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE",
               help="Set any config field, e.g. --set lambda_reg=10 --set 'betas_g=[0.5,0.9]'. Repeatable.")
 @click.option("--resume", is_flag=True,
