@@ -23,7 +23,7 @@ from fitface.train import losses as L
 from fitface.train import sampling as S
 from fitface.train.config import load_config, parse_set, recipe_names
 
-RECIPES = ["paper", "cpu", "default_model", "ict", "ablation_no_mesh_reg", "ablation_id_class_only", "ablation_exp_class_only",
+RECIPES = ["paper", "cpu", "default_model", "ict", "ict_x100", "ablation_no_mesh_reg", "ablation_id_class_only", "ablation_exp_class_only",
            "ablation_no_feature_loss"]
 
 
@@ -48,6 +48,14 @@ def test_ablations_differ_from_paper_in_one_thing_only():
         d = load_config(name).to_dict()
         changed = {k: d[k] for k in d if d[k] != paper[k] and k != "recipe"}
         assert changed == diff, name
+
+
+def test_ict_x100_is_the_ict_recipe_with_stronger_penalties():
+    base, strong = load_config("ict").to_dict(), load_config("ict_x100").to_dict()
+    changed = {k: strong[k] for k in strong if strong[k] != base[k] and k != "recipe"}
+    assert changed == {"lambda_projection": 1000.0, "lambda_subspace": 10000.0, "lambda_anchor": 1000.0,
+                       "max_steps": 2000, "amp": False, "channels_last": False}
+    assert strong["lambda_interaction"] == base["lambda_interaction"] == 10.0
 
 
 def test_overrides_and_toml_roundtrip(tmp_path):
