@@ -555,7 +555,6 @@ class Trainer:
         # mixed precision: bfloat16 autocast (float32's exponent range, so the penalty's double
         # backward needs no loss scaling) where the device has native bfloat16 (precision.py)
         self.precision = resolve_precision(cfg.amp, self.device, emulated=cfg.amp_emulated)
-        self.use_amp = self.precision.autocast
         if self.precision.warning and self.ctx.rank == 0:
             warnings.warn(self.precision.warning, FitfaceWarning, stacklevel=2)
         self.folded = FoldedCritic(self.mapping.matrix("scipy"), cfg.image_size, self.scale, device=self.device,
@@ -658,6 +657,11 @@ class Trainer:
             self.timings[key] += t - t0
             return t
         return t0
+
+    @property
+    def use_amp(self) -> bool:
+        """bfloat16 autocast on (:attr:`precision`, resolved once from ``amp`` and the device)."""
+        return self.precision.autocast
 
     def _amp(self):
         """bfloat16 autocast where :attr:`use_amp` (a no-op context otherwise)."""
