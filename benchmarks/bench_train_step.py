@@ -18,7 +18,8 @@ Usage::
 ``--compare`` times named variants of the cpu recipe in one process, one step of each in
 turn (so a busy machine slows all of them alike), and reports each median step and its
 speed-up over the first variant: ``fp32`` (the cpu recipe as it was), ``bf16`` (bfloat16
-autocast, ``amp = true``), ``bf16_cl`` (and the critic in channels_last) and ``ict`` (the recipe of the shipped ICT model:
+autocast, ``amp = true``), ``bf16_cl`` (and the critic in channels_last), ``fp32_cl`` (channels_last in float32),
+``fp32_gp4`` / ``bf16_cl_gp4`` (the lazy gradient penalty, on every 4th critic update) and ``ict`` (the recipe of the shipped ICT model:
 train/recipes/ict.toml, with its interaction penalty and weight average, without its
 warm start, which costs nothing per step).
 
@@ -181,7 +182,10 @@ def bench(data_dir: Path, steps: int, batch: int, threads: int, fold: bool) -> d
 
 #: ``--compare`` variants: overrides of the cpu recipe (or a recipe name).
 VARIANTS = {"fp32": ("cpu", {}), "bf16": ("cpu", {"amp": True}),
-            "bf16_cl": ("cpu", {"amp": True, "channels_last": True}), "ict": ("ict", {"init": "random",
+            "bf16_cl": ("cpu", {"amp": True, "channels_last": True}),
+            "fp32_cl": ("cpu", {"channels_last": True}), "fp32_gp4": ("cpu", {"gp_every": 4}),
+            "bf16_cl_gp4": ("cpu", {"amp": True, "channels_last": True, "gp_every": 4}),
+            "ict": ("ict", {"init": "random",
                                                                               "fixed_codes_init": "random",
                                                                               "critic_warmup": 0})}
 

@@ -226,3 +226,46 @@ def test_config_from_dict_rejects_unknown_keys():
     assert EmbedderConfig.paper().input_size == 224 and EmbedderConfig.paper().width == 1.0
     with pytest.raises(ValueError, match="stpes"):
         EmbedderConfig.from_dict({"stpes": 5})
+
+
+def test_embedder_training_pins_its_thread_count_and_restores_the_callers(tiny_dataset):
+    from fitface.data.format import load_dataset
+    from fitface.evaluation.embedder_training import train_embedder
+
+    ds = load_dataset(tiny_dataset)
+    seen = []
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        cfg = EmbedderConfig.from_dict(dict(TINY, steps=20))
+        assert cfg.threads == 1  # the default: a seed gives the same embedders on any machine
+        train_embedder(ds, "identity", cfg, log=lambda s: seen.append(torch.get_num_threads()))
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_embedder_weights_do_not_depend_on_the_callers_thread_count(tiny_dataset):
+    from fitface.data.format import load_dataset
+    from fitface.evaluation.embedder_training import train_embedder
+
+    ds = load_dataset(tiny_dataset)
+    cfg = EmbedderConfig.from_dict(dict(TINY, steps=20))
+    before = torch.get_num_threads()
+    weights = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            emb, rep = train_embedder(ds, "identity", cfg)
+            weights.append((rep.threshold, [p.detach().clone() for p in emb.net.parameters()]))
+    finally:
+        torch.set_num_threads(before)
+    assert weights[0][0] == weights[1][0]
+    for a, b in zip(weights[0][1], weights[1][1]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_config_rejects_negative_threads():
+    with pytest.raises(ValueError, match="threads"):
+        EmbedderConfig.from_dict({"threads": -1})

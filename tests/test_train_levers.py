@@ -193,3 +193,38 @@ def test_identity_anchor_is_zero_for_the_3dmm_and_sees_a_rescaled_identity(tiny,
     with torch.no_grad():  # identity modes at twice their size: the anchor sees it
         tr.G.out.weight.mul_(2.0)
     assert tr.generator_step(1)["g_anchor"] > 1.0
+
+
+def test_critic_loss_without_interpolates_has_no_penalty():
+    real, fake = torch.tensor([1.0, 3.0]), torch.tensor([0.5, 0.5])
+    loss = L.critic_loss(real, fake, None, None, {}, {}, {}, {}, gp_weight=10.0, lambda_c=0.1)
+    assert float(loss.gp) == 0.0 and float(loss.total) == pytest.approx(-(2.0 - 0.5))
+
+
+def test_lazy_penalty_runs_every_nth_update_weighted_n_times(tiny, tmp_path):
+    """gp_every = 2: the first update is the every-update recipe's with twice the weight, the
+    second its update without the penalty, bit for bit; the update count runs across steps."""
+    def trainer(name, **over):
+        return Trainer(tiny, load_config("cpu", {**FAST, "max_steps": 2, **over}), tmp_path / name)
+
+    lazy, heavy = trainer("lazy", gp_every=2), trainer("heavy", gp_weight=20.0)
+    assert [lazy.penalised_update(s, k) for s in range(2) for k in range(3)] == [True, False, True, False, True, False]
+    assert all(heavy.penalised_update(s, k) for s in range(2) for k in range(3))
+    va, vb = lazy.critic_step(0, 0), heavy.critic_step(0, 0)
+    assert va["d_gp"] == vb["d_gp"] > 0
+    for a, b in zip(lazy.D.parameters(), heavy.D.parameters()):
+        assert torch.equal(a, b)
+    heavy.cfg.gp_weight = 0.0  # the second update: no penalty in either
+    va, vb = lazy.critic_step(0, 1), heavy.critic_step(0, 1)
+    assert "d_gp" not in va and va["d_loss"] == vb["d_loss"]
+    for a, b in zip(lazy.D.parameters(), heavy.D.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_lazy_penalty_logs_the_penalty_of_the_updates_that_computed_it(tiny, tmp_path):
+    cfg = load_config("cpu", {**FAST, "max_steps": 4, "gp_every": 6, "critic_steps": 3})
+    Trainer(tiny, cfg, tmp_path / "run").train(save_model=False)
+    rows = read_csv(tmp_path / "run" / "losses.csv")
+    assert [r["d_gp"] != "" for r in rows] == [True, False, True, False]  # updates 0 and 6
+    with pytest.raises(Exception, match="gp_every"):
+        load_config("cpu", {"gp_every": 0})

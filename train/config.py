@@ -98,6 +98,11 @@ class TrainConfig:
     lambda_reg: float = 100.0
     #: Gradient-penalty weight of WGAN-GP ([20]: 10).
     gp_weight: float = 10.0
+    #: Lazy penalty: the gradient penalty on every N-th critic update only, weighted by N so its
+    #: average pull is unchanged (the lazy regularisation of StyleGAN2, Karras et al. 2020 §3.1).
+    #: 1 = on every update (the paper's). Saves the interpolates' forward and double backward
+    #: on the other updates.
+    gp_every: int = 1
     #: Instance-noise std added to every D input, in units of the normalised geometry image
     #: (i.e. of the dataset's displacement std ``s``) (§5.1: 0.1).
     instance_noise: float = 0.1
@@ -202,6 +207,8 @@ class TrainConfig:
             bad("batch_size", "must be an even number >= 2 (feature-loss pairs)")
         if self.critic_steps < 0:
             bad("critic_steps", "must be >= 0")
+        if self.gp_every < 1:
+            bad("gp_every", "must be >= 1")
         if self.max_steps is not None and self.max_steps < 0:
             bad("max_steps", "must be >= 0")
         if not (self.epochs >= 0 and math.isfinite(self.epochs)):

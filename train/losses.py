@@ -144,8 +144,8 @@ class CriticLoss(NamedTuple):
     cls: dict  # factor -> () weighted CE on the real labeled samples (= -L_ID, -L_EXP of eq. 7)
 
 
-def critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor, interpolate_scores: torch.Tensor,
-                interpolates: torch.Tensor, logits: dict, labels: dict, weights: dict, denominators: dict,
+def critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor, interpolate_scores: torch.Tensor | None,
+                interpolates: torch.Tensor | None, logits: dict, labels: dict, weights: dict, denominators: dict,
                 gp_weight: float, lambda_c: float, world_size: int = 1) -> CriticLoss:
     """The critic's loss: eq. 6 under the gradient penalty of WGAN-GP [20].
 
@@ -163,8 +163,9 @@ def critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor, interpolat
 
     Args:
         real_scores, fake_scores: (b,) critic scores of the real and the fake samples.
-        interpolate_scores: (b,) critic scores of ``interpolates``.
-        interpolates: (b, ...) the interpolates, with ``requires_grad`` (the penalty's input).
+        interpolate_scores: (b,) critic scores of ``interpolates``; None on an update without the
+            penalty (lazy penalty: ``gp`` is then 0 and not in ``total``).
+        interpolates: (b, ...) the interpolates, with ``requires_grad`` (the penalty's input), or None.
         logits: ``{factor: (r_f, n_f)}`` class logits of the labeled real rows of each classified
             factor (factors absent from it have no term).
         labels: ``{factor: (r_f,)}`` int64 labels of those rows.
@@ -178,8 +179,12 @@ def critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor, interpolat
         :class:`CriticLoss`.
     """
     gap = critic_gap(real_scores, fake_scores)
-    gp = gradient_penalty_from(interpolate_scores, interpolates)
-    total = -gap + gp_weight * gp
+    if interpolate_scores is None:
+        gp = real_scores.new_zeros(())
+        total = -gap
+    else:
+        gp = gradient_penalty_from(interpolate_scores, interpolates)
+        total = -gap + gp_weight * gp
     cls = {}
     for f, lg in logits.items():
         cls[f] = weighted_ce_sum(lg.float(), labels[f], weights[f]) / denominators[f] * world_size

@@ -94,7 +94,7 @@ class CriticOutput(NamedTuple):
     """What :class:`CriticPass` returns."""
 
     scores: torch.Tensor  # (2b,) critic scores of [real; fake]
-    scores_hat: torch.Tensor  # (b,) critic scores of the interpolates
+    scores_hat: torch.Tensor | None  # (b,) critic scores of the interpolates (None: no penalty this update)
     logits: dict  # {factor: (r_f, n_f)} class logits of the real rows asked for
 
 
@@ -111,16 +111,18 @@ class CriticPass(nn.Module):
         self.D = D
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
-    def forward(self, real_fake: torch.Tensor, x_hat: torch.Tensor, rows: dict) -> CriticOutput:
-        """real_fake: (2b, 3, S, S) [real; fake]; x_hat: (b, 3, S, S); rows: {factor: (r,) int64
-        indices into the real half} -> :class:`CriticOutput`."""
+    def forward(self, real_fake: torch.Tensor, x_hat: torch.Tensor | None, rows: dict) -> CriticOutput:
+        """real_fake: (2b, 3, S, S) [real; fake]; x_hat: (b, 3, S, S), or None on an update without
+        the penalty; rows: {factor: (r,) int64 indices into the real half} -> :class:`CriticOutput`."""
         real_fake = real_fake.contiguous(memory_format=self.memory_format)
-        x_hat = x_hat.contiguous(memory_format=self.memory_format)
         trunk = self.D.trunk(real_fake)  # (2b, C, S/4, S/4)
         _, scores = self.D.critic(trunk)  # (2b, 1)
-        _, scores_hat = self.D.critic(self.D.trunk(x_hat))  # (b, 1)
+        scores_hat = None
+        if x_hat is not None:
+            x_hat = x_hat.contiguous(memory_format=self.memory_format)
+            scores_hat = self.D.critic(self.D.trunk(x_hat))[1].squeeze(1)  # (b,)
         logits = {f: self.D.classifiers[f](trunk[r])[1] for f, r in rows.items()}
-        return CriticOutput(scores.squeeze(1), scores_hat.squeeze(1), logits)
+        return CriticOutput(scores.squeeze(1), scores_hat, logits)
 
 
 class GeneratorPass(nn.Module):
@@ -671,7 +673,7 @@ class Trainer:
     def _critic_batch(self, step: int, k: int, t0: float) -> tuple:
         """The inputs of critic step ``k`` of step ``step``: this process's real and fake (G's, no
         gradient) normalised images with instance noise (b, 3, S, S), their interpolates (the
-        penalty's input, ``requires_grad``), the global batch's (B, K) labels (CPU) and ``t0``
+        penalty's input, ``requires_grad``; None on an update without it), the global batch's (B, K) labels (CPU) and ``t0``
         after the timing ticks."""
         cfg, B = self.cfg, self.cfg.batch_size
         pos = real_batch_indices(cfg.seed, step * max(1, cfg.critic_steps) + k, self.data.num_train, B)  # global (B,)
@@ -683,9 +685,16 @@ class Trainer:
         fake = self._fake_images_nograd(z)
         t0 = self._tick("generator", t0)
         real, fake = self._noise(real, step, f"real{k}"), self._noise(fake, step, f"fake{k}")
-        eps = torch.rand(B, generator=torch_generator(cfg.seed, step, "gp", k))[self.ctx.shard(B)].to(self.device)
-        x_hat = L.interpolate(real, fake, eps).requires_grad_(True)
+        x_hat = None
+        if self.penalised_update(step, k):
+            eps = torch.rand(B, generator=torch_generator(cfg.seed, step, "gp", k))[self.ctx.shard(B)].to(self.device)
+            x_hat = L.interpolate(real, fake, eps).requires_grad_(True)
         return real, fake, x_hat, self.labels_t[torch.from_numpy(pos)], t0
+
+    def penalised_update(self, step: int, k: int) -> bool:
+        """Whether critic update ``k`` of step ``step`` carries the gradient penalty: every
+        ``gp_every``-th update, counted over the run (``step * critic_steps + k``)."""
+        return (step * max(1, self.cfg.critic_steps) + k) % self.cfg.gp_every == 0
 
     def _classified_rows(self, labels_g: torch.Tensor) -> tuple[dict, dict, dict]:
         """For each classified factor with labels in the global batch ``labels_g`` (B, K): this
@@ -711,15 +720,19 @@ class Trainer:
         with self._amp():
             out = self.critic_pass(torch.cat([real, fake]), x_hat, rows)
         b = real.shape[0]
-        scores, scores_hat = out.scores.float(), out.scores_hat.float()  # (2b,), (b,)
+        scores = out.scores.float()  # (2b,)
+        scores_hat = out.scores_hat.float() if out.scores_hat is not None else None  # (b,)
+        # lazy penalty: every gp_every-th update, weighted gp_every times (the same mean pull)
         loss = L.critic_loss(scores[:b], scores[b:], scores_hat, x_hat, out.logits, labels, self.weights, denoms,
-                             cfg.gp_weight, cfg.lambda_c, self.ctx.world_size)
+                             cfg.gp_weight * cfg.gp_every, cfg.lambda_c, self.ctx.world_size)
         self.opt_d.zero_grad(set_to_none=True)
         loss.total.backward()  # under torchrun, DDP averages D's gradients here
         self.opt_d.step()
         self._tick("discriminator", t0)
-        return {"d_loss": loss.total.item(), "d_gap": loss.gap.item(), "d_gp": loss.gp.item(),
-                "d_cls": sum(v.item() for v in loss.cls.values())}
+        vals = {"d_loss": loss.total.item(), "d_gap": loss.gap.item(), "d_cls": sum(v.item() for v in loss.cls.values())}
+        if x_hat is not None:  # lazy penalty: d_gp only from the updates that computed it
+            vals["d_gp"] = loss.gp.item()
+        return vals
 
     def _generate(self, z: torch.Tensor, step: int) -> tuple[torch.Tensor, L.GeneratorPenalties | None]:
         """``G(z)`` as (b, V, 3) float32 displacements, and the penalties beyond the paper on the
@@ -796,9 +809,11 @@ class Trainer:
     def step(self, step: int) -> dict:
         """Run step ``step`` (0-based): the critic steps then the generator step."""
         vals: dict[str, Any] = {}
+        gp = {}
         for k in range(self.cfg.critic_steps):
-            vals = self.critic_step(step, k)  # the last critic step's values are logged
-        vals = dict(vals)
+            vals = self.critic_step(step, k)  # the last critic step's values are logged,
+            gp = {"d_gp": vals["d_gp"]} if "d_gp" in vals else gp  # and its last penalty (lazy: if any)
+        vals = {**vals, **gp}
         if step < self.cfg.critic_warmup:  # the critic learns the current G's fakes first
             vals["phase"] = "critic_warmup"
             return vals

@@ -42,7 +42,9 @@ def _lambdas(ctx, param, value):
 @click.option("--dense-retarget", is_flag=True, help="Also retarget with dense (every-vertex) fits.")
 @click.option("--skip", multiple=True, type=click.Choice(PARTS), help="Skip a part (repeatable).")
 @click.option("--train-embedders", is_flag=True,
-              help="Train the dataset's decoupling embedders if missing (minutes); else Dec- columns are skipped.")
+              help="Train the dataset's decoupling embedders if missing (minutes, on one thread: the "
+                   "networks depend on the thread count and the CPU); else Dec- columns are skipped. "
+                   "Compare Dec- values only between models scored with the same embedders.")
 @click.option("--ict-source", type=click.Path(path_type=str), default=None,
               help="ICT datasets: the ict_face_light.npz / ICT-FaceKit the dataset was built from.")
 @click.option("--steps", type=click.IntRange(min=1), default=400, show_default=True, help="Adam steps per fit.")
