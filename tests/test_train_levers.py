@@ -228,3 +228,19 @@ def test_lazy_penalty_logs_the_penalty_of_the_updates_that_computed_it(tiny, tmp
     assert [r["d_gp"] != "" for r in rows] == [True, False, True, False]  # updates 0 and 6
     with pytest.raises(Exception, match="gp_every"):
         load_config("cpu", {"gp_every": 0})
+
+
+def test_every_benchmark_variant_is_a_valid_config():
+    """bench_train_step.py --compare NAME resolves for every NAME (a typo in an override fails here)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train_step.py"
+    spec = importlib.util.spec_from_file_location("bench_train_step", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for name, (recipe, over) in bench.VARIANTS.items():
+        cfg = load_config(recipe, over)
+        for key, value in over.items():
+            assert getattr(cfg, key) == value, (name, key)
+    assert bench.VARIANTS["ict_x100_gp4"][1]["gp_every"] == 4
