@@ -23,7 +23,7 @@ from fitface.train import losses as L
 from fitface.train import sampling as S
 from fitface.train.config import load_config, parse_set, recipe_names
 
-RECIPES = ["paper", "cpu", "default_model", "ict", "ict_x100", "ablation_no_mesh_reg", "ablation_id_class_only", "ablation_exp_class_only",
+RECIPES = ["paper", "cpu", "default_model", "ict", "ict_x100", "ict_fast", "ablation_no_mesh_reg", "ablation_id_class_only", "ablation_exp_class_only",
            "ablation_no_feature_loss"]
 
 
@@ -56,6 +56,12 @@ def test_ict_x100_is_the_ict_recipe_with_stronger_penalties():
     assert changed == {"lambda_projection": 1000.0, "lambda_subspace": 10000.0, "lambda_anchor": 1000.0,
                        "max_steps": 2000, "amp": False, "channels_last": False}
     assert strong["lambda_interaction"] == base["lambda_interaction"] == 10.0
+
+
+def test_ict_fast_is_the_shipped_recipe_with_its_speed_levers_only():
+    shipped, fast = load_config("ict_x100").to_dict(), load_config("ict_fast").to_dict()
+    changed = {k: fast[k] for k in fast if fast[k] != shipped[k] and k != "recipe"}
+    assert changed == {"amp": True, "channels_last": True, "gp_every": 4}
 
 
 def test_overrides_and_toml_roundtrip(tmp_path):
