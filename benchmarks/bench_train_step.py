@@ -22,7 +22,7 @@ autocast, ``amp = true``), ``bf16_cl`` (and the critic in channels_last), ``fp32
 ``fp32_gp4`` / ``bf16_cl_gp4`` (the lazy gradient penalty, on every 4th critic update), ``ict``
 (train/recipes/ict.toml, with its interaction penalty and weight average), ``ict_x100`` (the
 recipe of the shipped ICT model, train/recipes/ict_x100.toml) and ``ict_x100_gp4`` (it with the
-lazy penalty); the ict variants run without their warm start, which costs nothing per step.
+lazy penalty), ``ict_fast`` (train/recipes/ict_fast.toml: it with bfloat16 and channels_last too); the ict variants run without their warm start, which costs nothing per step.
 
 Datasets are built in a temporary folder when not given: the synthetic set (6,000 faces,
 V = 4,285) and a small ICT set (``--ict-npz``, default ../shared/data/ict_face_light.npz;
@@ -192,7 +192,8 @@ VARIANTS = {"fp32": ("cpu", {}), "bf16": ("cpu", {"amp": True}),
             "bf16_cl_gp4": ("cpu", {"amp": True, "channels_last": True, "gp_every": 4}),
             "ict": ("ict", _NO_WARM_START),
             "ict_x100": ("ict_x100", _NO_WARM_START),
-            "ict_x100_gp4": ("ict_x100", {**_NO_WARM_START, "gp_every": 4})}
+            "ict_x100_gp4": ("ict_x100", {**_NO_WARM_START, "gp_every": 4}),
+            "ict_fast": ("ict_fast", _NO_WARM_START)}
 
 
 def compare(data_dir: Path, names: list[str], steps: int, batch: int, threads: int) -> dict:
