@@ -21,6 +21,7 @@ from fitface.api.inputs import (
     DEFAULT_SMOOTHNESS,
     PathLike,
     PreparedCapture,
+    check_scale_mode,
     load_fit_model,
     mesh_suffix,
     model_reference,
@@ -87,6 +88,7 @@ def fit_batch(
     restarts: int | None = None,
     landmark_set: str | None = None,
     unit: str | None = None,
+    scale: str = "auto",
     seed: int = 0,
     refine_surface: bool = False,
     freeze: Mapping[str, Any] | Sequence[str] | None = None,
@@ -145,12 +147,13 @@ def fit_batch(
         if sequence:
             raise InputError("--sequence fits one subject jointly and cannot be split with --shard")
     if photos:
-        check_photo_options(unit=unit, refine_surface=refine_surface, landmark_set=landmark_set)
+        check_photo_options(unit=unit, refine_surface=refine_surface, landmark_set=landmark_set, scale=scale)
         depth = check_depth(depth)
         if sequence and all_faces:
             raise InputError("--sequence fits one subject (the largest face of each photo) and cannot take --all")
     else:
         check_capture_options(depth=depth, all_faces=all_faces, mediapipe_model=mediapipe_model)
+        check_scale_mode(scale)
     dec = load_fit_model(model)
     indices = mediapipe_rows(dec) if photos else None  # a model without the set fails before mediapipe runs
     if lam is None:
@@ -199,7 +202,7 @@ def fit_batch(
         caps: list[PreparedCapture] = []
         for c in cset.captures:
             try:
-                caps.extend(prepared([prepare_capture(dec, c.landmarks, c.scan, unit, landmark_set, c.name)]))
+                caps.extend(prepared([prepare_capture(dec, c.landmarks, c.scan, unit, landmark_set, c.name, scale)]))
             except InputError as exc:
                 failures.append((c.name, str(exc)))
         say(f"{len(caps)} captures to fit, {len(failures)} unusable")

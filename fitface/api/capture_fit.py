@@ -107,10 +107,24 @@ def engine_fit(dec, caps: list[PreparedCapture], lam, steps, restarts, seed, fre
     """Run the landmark fit (and nothing else) for captures of one landmark set (3D captures, or
     faces of photos: their ``depth`` chooses the data term).
 
+    Each capture's ``fit_scale`` chooses a similarity or a rigid fit in the model unit (its
+    unit's scale); captures of both kinds are fitted in two calls (a sequence: one, with a scale
+    if any frame needs one).
+
     Returns (z (B, D), T (B) Similarity model -> model-unit capture frame)."""
     from fitface.fitting.landmark_fit import FitConfig, fit_landmarks
+    from fitface.fitting.similarity import Similarity
 
-    kw: dict[str, Any] = {"lam": float(lam), "seed": int(seed), "freeze": dict(freeze_codes)}
+    free = np.array([c.fit_scale for c in caps], dtype=bool)  # (B,)
+    if not sequence and 0 < free.sum() < len(caps):
+        parts = [np.flatnonzero(free), np.flatnonzero(~free)]
+        fits = [engine_fit(dec, [caps[i] for i in idx], lam, steps, restarts, seed, freeze_codes, False, smoothness,
+                           progress) for idx in parts]
+        order = np.argsort(np.concatenate(parts))  # back to the captures' order
+        z = np.concatenate([f[0] for f in fits])[order]
+        return z, Similarity.stack([f[1] for f in fits])[order]
+    kw: dict[str, Any] = {"lam": float(lam), "seed": int(seed), "freeze": dict(freeze_codes),
+                          "with_scale": bool(free.any())}
     if steps is not None:
         kw["steps"] = int(steps)
     if restarts is not None:
@@ -138,7 +152,7 @@ def engine_refine(dec, cap: PreparedCapture, z, transform, lam, seed):
     from fitface.fitting.surface_refine import SurfaceRefineConfig, refine_surface
 
     pts = np.asarray(cap.scan.vertices, dtype=np.float64) * cap.to_model  # (P, 3) model unit
-    cfg = SurfaceRefineConfig(lam=float(lam), seed=int(seed))
+    cfg = SurfaceRefineConfig(lam=float(lam), seed=int(seed), with_scale=cap.fit_scale)
     res = refine_surface(dec, z, transform, pts, cfg, landmark_targets=cap.targets * cap.to_model,
                          landmark_set=cap.set_name)
     d = np.asarray(res.distances, dtype=np.float64)  # (P,) model unit
@@ -221,6 +235,7 @@ def finish_fit(dec, cap: PreparedCapture, z: np.ndarray, t_model, lam, steps, re
 
         extra["unit_inference"] = {"size_scale": float(cap.size_scale), "tolerance": INFER_TOLERANCE}
     extra.update({"steps": steps, "restarts": restarts, "seed": int(seed), "unit_source": cap.unit_source,
+                  "scale_source": "fitted" if cap.fit_scale else "unit",
                   "landmarks_file": None if cap.landmarks_path is None else str(cap.landmarks_path),
                   "scan_file": None if cap.scan_path is None else str(cap.scan_path)})
     res = fit_result(dec, cap.name, cap.set_name, z, to_cap, cap.targets, cap.unit, extra, decode)
@@ -255,6 +270,7 @@ def fit(
     restarts: int | None = None,
     landmark_set: str | None = None,
     unit: str | None = None,
+    scale: str = "auto",
     seed: int = 0,
     refine_surface: bool = False,
     freeze: Mapping[str, Any] | Sequence[str] | None = None,
@@ -288,6 +304,11 @@ def fit(
         unit: the capture's unit (default: the landmark file's, else inferred from the capture's
             size against the model: m, cm or mm, see :func:`fitface.api.inputs.infer_capture_unit`;
             when none fits, the model's unit with a :class:`fitface.errors.FitfaceWarning`).
+        scale: ``"auto"`` (default: the model -> capture scale is the unit's wherever the unit
+            is known, given, stated or inferred, and fitted where it is only assumed), ``"unit"``
+            (always the unit's: a rigid fit) or ``"free"`` (always fitted: a similarity, as
+            before 2026-12-04). Recorded as ``scale_source`` (``"unit"`` / ``"fitted"``) in
+            codes.json. Photos always fit a scale (the camera's); ``"unit"`` is refused for them.
         seed: random seed (restarts).
         refine_surface: refine against the scan with a robust point-to-surface term.
         freeze: ``{factor: codes.json | Codes | (d,) array}`` blocks kept fixed (e.g. a known
@@ -321,7 +342,7 @@ def fit(
             raise InputError("--landmarks is required (a photo needs none; for a raw scan run `fitface lift SCAN` "
                              "first)")
     else:
-        check_photo_options(unit=unit, refine_surface=refine_surface, landmark_set=landmark_set)
+        check_photo_options(unit=unit, refine_surface=refine_surface, landmark_set=landmark_set, scale=scale)
         depth = check_depth(depth)
     dec = load_fit_model(model)
     if photo is not None:
@@ -337,7 +358,7 @@ def fit(
     else:
         if refine_surface and scan is None:
             raise InputError("--refine-surface needs a scan (SCAN argument)")
-        caps = [prepare_capture(dec, landmarks, scan, unit, landmark_set, name)]
+        caps = [prepare_capture(dec, landmarks, scan, unit, landmark_set, name, scale)]
         suffix = mesh_suffix(format, caps[0].scan_path)
         freeze_codes = freeze_arg(dec, freeze)
         lam = DEFAULT_LAMBDA if lam is None else lam

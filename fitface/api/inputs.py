@@ -24,6 +24,12 @@ DEFAULT_LAMBDA = 1.0
 DEFAULT_SMOOTHNESS = 1.0
 #: Captures fitted together in one vectorised call of the engine (bounds memory: (B, V, 3) decodes).
 BATCH_CHUNK = 256
+#: ``scale=`` of the fits: ``"auto"`` (the unit's scale where the capture's unit is known:
+#: given, stated in the file, or inferred; a fitted scale where it is only assumed), ``"unit"``
+#: (always the unit's: a rigid fit), ``"free"`` (always a fitted scale: a similarity).
+SCALE_MODES = ("auto", "unit", "free")
+#: Unit sources under which ``scale="auto"`` trusts the unit (see :func:`infer_capture_unit`).
+KNOWN_UNIT_SOURCES = ("argument", "file", "inferred")
 
 PathLike = str | os.PathLike
 
@@ -159,6 +165,7 @@ class PreparedCapture:
     size_scale: float | None = None  # capture size / model mean-face size (capture numbers per model unit)
     unit_warning: str | None = None  # the unit could not be inferred: warned once the fit succeeds
     photo: Any = None  # fitface.api.photo_capture.PhotoFace for a face of a photo, else None
+    fit_scale: bool = True  # estimate the similarity's scale (False: the unit's scale, a rigid fit)
 
     @property
     def source(self) -> Path | None:
@@ -271,7 +278,33 @@ def warn_unit(cap: PreparedCapture) -> None:
         warnings.warn(FitfaceWarning(cap.unit_warning), stacklevel=3)
 
 
-def prepare_capture(dec, landmarks, scan=None, unit=None, landmark_set=None, name=None) -> PreparedCapture:
+def check_scale_mode(scale: str) -> str:
+    """``scale`` if it is one of :data:`SCALE_MODES`, else a one-line :class:`InputError`."""
+    if scale not in SCALE_MODES:
+        raise InputError(f"--scale: expected one of {', '.join(SCALE_MODES)}; got {scale!r}")
+    return scale
+
+
+def choose_fit_scale(cap: PreparedCapture, scale: str) -> bool:
+    """Whether ``cap``'s fit estimates a scale (True) or keeps its unit's (False, a rigid fit).
+
+    Convention: a capture in a known unit has a known physical size, so under ``"auto"`` the
+    model -> capture scale is the unit's (1e-3 for a model in mm and a capture in m) and the
+    identity code alone explains the face's size; a free scale would trade size against the
+    code and its regulariser (measured on the demo's real captures: vertex error 6.32 mm with
+    a free scale against 3.57 mm with the unit's, docs/benchmarks.md). Photos always fit a scale
+    (the camera's).
+    """
+    if cap.photo is not None or scale == "free":
+        return True
+    if scale == "unit":
+        return False
+    return cap.unit_source not in KNOWN_UNIT_SOURCES
+
+
+def prepare_capture(dec, landmarks, scan=None, unit=None, landmark_set=None, name=None,
+                    scale: str = "auto") -> PreparedCapture:
+    """Read and check one 3D capture; ``scale`` (:data:`SCALE_MODES`) sets its ``fit_scale``."""
     from fitface.io.mesh import load_mesh
     from fitface.units import check_unit, scale_between
 
@@ -293,8 +326,10 @@ def prepare_capture(dec, landmarks, scan=None, unit=None, landmark_set=None, nam
             mesh = load_mesh(spath, require_faces=True)
         else:
             mesh = scan
-    return PreparedCapture(name, pts, cap_unit, source, scale_between(cap_unit, dec.unit), set_name, lpath, spath, mesh,
-                           size_scale, warning)
+    cap = PreparedCapture(name, pts, cap_unit, source, scale_between(cap_unit, dec.unit), set_name, lpath, spath, mesh,
+                          size_scale, warning)
+    cap.fit_scale = choose_fit_scale(cap, check_scale_mode(scale))
+    return cap
 
 
 def codes_of(source: Any, what: str):

@@ -91,10 +91,13 @@ def check_depth(depth: str | None) -> str:
     return depth
 
 
-def check_photo_options(*, unit=None, refine_surface=False, landmark_set=None) -> None:
+def check_photo_options(*, unit=None, refine_surface=False, landmark_set=None, scale="auto") -> None:
     """Refuse the options a photo capture cannot take (one line each)."""
+    from fitface.api.inputs import check_scale_mode
     from fitface.landmarks.correspondence import SET_NAME
 
+    if check_scale_mode(scale) == "unit":
+        raise InputError("--scale unit: a photo has no physical unit; its fit always estimates the camera's scale")
     if unit is not None:
         raise InputError("--unit: a photo is fitted in pixels; --unit is for 3D landmarks")
     if refine_surface:

@@ -24,7 +24,7 @@ from fitface.cli.fit import fit_options
 @click.option("--no-meshes", is_flag=True, help="Write codes.json only (no fitted mesh per capture).")
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary JSON on stdout.")
-def batch(capture_dir, out_dir, model, lam, steps, restarts, landmark_set, unit, seed, refine_surface, freeze, fmt,
+def batch(capture_dir, out_dir, model, lam, steps, restarts, landmark_set, unit, scale, seed, refine_surface, freeze, fmt,
           all_faces, depth, mediapipe_model, shard, sequence, smoothness, previews, no_meshes, no_progress, as_json):
     """Fit every capture in CAPTURE_DIR in vectorised optimisations.
 
@@ -63,7 +63,7 @@ def batch(capture_dir, out_dir, model, lam, steps, restarts, landmark_set, unit,
 
     try:
         res = fit_batch(capture_dir, out_dir, model=model, lam=lam, steps=steps, restarts=restarts,
-                        landmark_set=landmark_set, unit=unit, seed=seed, refine_surface=refine_surface,
+                        landmark_set=landmark_set, unit=unit, scale=scale, seed=seed, refine_surface=refine_surface,
                         freeze=list(freeze), shard=shard, sequence=sequence, smoothness=smoothness, format=fmt,
                         previews=previews, meshes=not no_meshes, progress=progress, log=log, depth=depth,
                         all_faces=all_faces, mediapipe_model=mediapipe_model)

@@ -31,6 +31,12 @@ def fit_options(f):
                      help="The capture's unit (mm, cm, m, in). Default: the landmark file's stated unit, else "
                           "inferred from the landmarks' size against the model (m, cm or mm within a factor "
                           "1.6; otherwise a warning and the model's unit)."),
+        click.option("--scale", "scale", type=click.Choice(["auto", "unit", "free"]), default="auto",
+                     show_default=True,
+                     help="The model-to-capture scale: auto = the unit's wherever the unit is known (given, "
+                          "stated in the file or inferred), fitted where it is only assumed; unit = always the "
+                          "unit's (a rigid fit); free = always fitted (a similarity). A known unit fixes the "
+                          "face's size, so its fit leaves size to the identity code (codes.json: scale_source)."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial codes."),
         click.option("--refine-surface", is_flag=True,
                      help="After the landmark fit, refine against the scan with a robust point-to-surface term."),
@@ -62,12 +68,13 @@ def fit_options(f):
 @fit_options
 @click.option("--no-preview", is_flag=True, help="Do not write preview.png.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary (codes.json + files) as JSON on stdout.")
-def fit(scan, landmarks, out_dir, model, lam, steps, restarts, landmark_set, unit, seed, refine_surface, freeze,
-        fmt, all_faces, depth, mediapipe_model, no_preview, as_json):
+def fit(scan, landmarks, out_dir, model, lam, steps, restarts, landmark_set, unit, scale, seed, refine_surface,
+        freeze, fmt, all_faces, depth, mediapipe_model, no_preview, as_json):
     """Fit the face model to one capture's 3D landmarks (and optionally its SCAN), or to a photo.
 
     \b
-    The capture may be in any frame and unit: a similarity transform (Umeyama from the
+    The capture may be in any frame and unit: a rigid transform (with the unit's scale;
+    a similarity where the unit is unknown or with --scale free; Umeyama from the
     landmarks, refined jointly with the latent code) is estimated and every result is
     written in the capture's own frame and unit. SCAN may be omitted (landmarks alone).
     Writes into OUT_DIR:
@@ -91,7 +98,7 @@ def fit(scan, landmarks, out_dir, model, lam, steps, restarts, landmark_set, uni
     from fitface.api import fit as run_fit
 
     res = run_fit(landmarks, scan, model=model, lam=lam, steps=steps, restarts=restarts, landmark_set=landmark_set,
-                  unit=unit, seed=seed, refine_surface=refine_surface, freeze=list(freeze), out_dir=out_dir,
+                  unit=unit, scale=scale, seed=seed, refine_surface=refine_surface, freeze=list(freeze), out_dir=out_dir,
                   format=fmt, preview=not no_preview, depth=depth, all_faces=all_faces,
                   mediapipe_model=mediapipe_model)
     results = res if isinstance(res, list) else [res]

@@ -1,0 +1,92 @@
+"""The fit's model -> capture scale (``scale=`` / ``--scale``): the unit's where the unit is known,
+fitted where it is only assumed or asked for (fitface.api.inputs.choose_fit_scale)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from input_checks import run_cli
+from model_builders import synthetic_capture
+
+import fitface
+from fitface.errors import InputError
+from fitface.units import MM_PER_UNIT
+
+
+def _scale(res) -> float:
+    return float(res.transform.scale[0])
+
+
+def test_known_unit_fixes_the_scale_and_free_fits_it(model_path):
+    z, t, lm, _, _ = synthetic_capture(model_path, seed=21, scale=1e-3 * 1.05)  # metres, a face 5 % larger
+    auto = fitface.fit(lm, model=model_path, unit="m", steps=150)
+    assert auto.codes.extra["scale_source"] == "unit" and _scale(auto) == pytest.approx(1e-3, rel=1e-12)
+    assert fitface.fit(lm, model=model_path, unit="m", steps=150, scale="unit").codes.extra["scale_source"] == "unit"
+    free = fitface.fit(lm, model=model_path, unit="m", steps=150, scale="free")
+    assert free.codes.extra["scale_source"] == "fitted"
+    assert _scale(free) != pytest.approx(1e-3, rel=1e-3)  # the 5 % went (partly) into the scale
+    # the rigid fit still places the face: landmark RMS well under the face's size (~100 mm)
+    assert auto.landmark_rms * MM_PER_UNIT["m"] < 5.0
+
+
+def test_assumed_unit_keeps_a_fitted_scale(model_path):
+    _, _, lm, _, _ = synthetic_capture(model_path, seed=13, scale=0.03)  # fits no unit: assumed mm
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = fitface.fit(lm, model=model_path, steps=30)
+        forced = fitface.fit(lm, model=model_path, steps=30, scale="unit")
+    assert res.codes.extra["unit_source"] == "assumed" and res.codes.extra["scale_source"] == "fitted"
+    assert _scale(res) == pytest.approx(0.03, rel=0.1)
+    assert forced.codes.extra["scale_source"] == "unit" and _scale(forced) == pytest.approx(1.0, rel=1e-12)
+
+
+def test_batch_mixing_known_and_assumed_units_keeps_each_capture_its_own_scale(model_path, tmp_path):
+    from fitface.io.landmarks import save_landmarks
+
+    caps = tmp_path / "caps"
+    for name, scale in (("a_m", 1e-3), ("b_odd", 0.03), ("c_mm", 1.0)):
+        _, _, lm, _, _ = synthetic_capture(model_path, seed=22, scale=scale)
+        save_landmarks(caps / f"{name}.txt", lm)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = fitface.fit_batch(caps, model=model_path, steps=150)
+    got = {r.name: (r.codes.extra["scale_source"], _scale(r)) for r in res.results}
+    assert [r.name for r in res.results] == ["a_m", "b_odd", "c_mm"]  # order kept across the two fits
+    assert got["a_m"][0] == "unit" and got["a_m"][1] == pytest.approx(1e-3, rel=1e-12)
+    assert got["c_mm"][0] == "unit" and got["c_mm"][1] == pytest.approx(1.0, rel=1e-12)
+    assert got["b_odd"][0] == "fitted" and got["b_odd"][1] == pytest.approx(0.03, rel=0.1)
+    # the two unit-scaled captures are the same face: fitted alike
+    rms = {r.name: r.landmark_rms * MM_PER_UNIT[r.unit] for r in res.results}
+    assert max(rms["a_m"], rms["c_mm"]) / min(rms["a_m"], rms["c_mm"]) < 1.25
+
+
+def test_bad_scale_mode_and_unit_scale_for_a_photo_are_refused(model_path, tmp_path, capsys):
+    _, _, lm, _, _ = synthetic_capture(model_path, seed=23, scale=1.0)
+    with pytest.raises(InputError, match="--scale"):
+        fitface.fit(lm, model=model_path, steps=5, scale="metric")
+    from fitface.api.photo_capture import check_photo_options
+
+    with pytest.raises(InputError, match="--scale unit: a photo"):
+        check_photo_options(scale="unit")
+    check_photo_options(scale="auto")  # photos fit the camera's scale under auto and free
+    check_photo_options(scale="free")
+    np.savetxt(tmp_path / "lm.txt", lm)
+    code, _, err = run_cli(["fit", "-l", tmp_path / "lm.txt", "-m", model_path, "-o", tmp_path / "o", "--scale",
+                            "metric"], capsys)
+    assert code == 2 and "--scale" in err and not (tmp_path / "o").exists()
+
+
+def test_cli_records_the_scale_source(model_path, tmp_path, capsys):
+    from fitface.io.landmarks import save_landmarks
+
+    _, _, lm, _, _ = synthetic_capture(model_path, seed=24, scale=0.1)
+    save_landmarks(tmp_path / "cap.txt", lm)
+    for mode, source in (("auto", "unit"), ("free", "fitted")):
+        out = tmp_path / mode
+        code, _, _ = run_cli(["fit", "-l", tmp_path / "cap.txt", "-m", model_path, "-o", out, "--no-preview",
+                              "--steps", "30", "--scale", mode], capsys)
+        doc = json.loads((out / "codes.json").read_text())
+        assert code == 0 and doc["unit"] == "cm" and doc["scale_source"] == source
