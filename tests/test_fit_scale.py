@@ -90,3 +90,16 @@ def test_cli_records_the_scale_source(model_path, tmp_path, capsys):
                               "--steps", "30", "--scale", mode], capsys)
         doc = json.loads((out / "codes.json").read_text())
         assert code == 0 and doc["unit"] == "cm" and doc["scale_source"] == source
+
+
+def test_a_sequence_with_an_assumed_unit_frame_fits_and_records_one_scale_for_all(model_path, tmp_path):
+    from fitface.io.landmarks import save_landmarks
+
+    caps = tmp_path / "seq"
+    for k, scale in enumerate((1.0, 0.03, 1.0)):  # frame 1 fits no unit: the joint fit needs a scale
+        _, _, lm, _, _ = synthetic_capture(model_path, seed=25, scale=scale)
+        save_landmarks(caps / f"f{k}.txt", lm)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = fitface.fit_batch(caps, model=model_path, steps=30, sequence=True)
+    assert [r.codes.extra["scale_source"] for r in res.results] == ["fitted"] * 3

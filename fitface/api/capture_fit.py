@@ -123,6 +123,9 @@ def engine_fit(dec, caps: list[PreparedCapture], lam, steps, restarts, seed, fre
         order = np.argsort(np.concatenate(parts))  # back to the captures' order
         z = np.concatenate([f[0] for f in fits])[order]
         return z, Similarity.stack([f[1] for f in fits])[order]
+    if sequence and free.any():
+        for c in caps:  # one joint fit: every frame gets the scale (and records it as fitted)
+            c.fit_scale = True
     kw: dict[str, Any] = {"lam": float(lam), "seed": int(seed), "freeze": dict(freeze_codes),
                           "with_scale": bool(free.any())}
     if steps is not None:
