@@ -81,7 +81,8 @@ def fit(scan, landmarks, out_dir, model, lam, steps, restarts, landmark_set, uni
       fit.ply      the fitted mesh (the scan's format, or --format)
       codes.json   model_id, model (built-in name or file), codes per factor,
                    transform, lambda, unit (+ unit_source: argument, file,
-                   inferred or assumed), landmark_residuals and landmark_rms
+                   inferred or assumed; scale_source: unit or fitted),
+                   landmark_residuals and landmark_rms
                    (capture unit), surface distances
       preview.png  shaded fit with targets and residuals coloured
     A photo (jpg, png, ...) as SCAN is lifted with mediapipe's face mesh and fitted
