@@ -42,6 +42,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from fitface.data.ict import ExpressionTransfer, load_ict
+    from fitface.evaluation.decoupling import pair_distances
     from fitface.evaluation.embedder import load_embedder
 
     t0 = time.perf_counter()
@@ -81,10 +82,7 @@ def main() -> None:
         out = []
         for k in range(0, len(ids), 200):
             out.append(emb.embed_meshes(faces_of(ids[k:k + 200], rows[k:k + 200]), faces_idx))
-        e = torch.cat(out)
-        ea, ec = e[:n], e[n:].reshape(n, m, -1)
-        shared = (ec - ea[:, None]).pow(2).sum(-1)
-        unshared = (ec.roll(-1, dims=0) - ea[:, None]).pow(2).sum(-1)
+        shared, unshared = pair_distances(torch.cat(out), n, m)  # (n, m) each
         score = 100.0 * float((shared < emb.threshold).float().mean())
         chance = 100.0 * float((unshared < emb.threshold).float().mean())
         val = emb.meta.get("validation", {})

@@ -130,6 +130,20 @@ class DecouplingResult:
                 f"decoupling_{self.factor}_median_distance": float(np.median(self.shared_distances))}
 
 
+def pair_distances(embeddings: torch.Tensor, n: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared embedding distances of the protocol's pairs.
+
+    Args:
+        embeddings: (n + n m, d) float, the n anchors first, then each anchor's m companions.
+
+    Returns:
+        ``shared`` (n, m): anchor i against its own companions; ``unshared`` (n, m): anchor i
+        against the companions of anchor i + 1 (mod n), pairs that share nothing.
+    """
+    ea, ec = embeddings[:n], embeddings[n:].reshape(n, m, -1)  # (n, d), (n, m, d)
+    return (ec - ea[:, None]).pow(2).sum(-1), (ec.roll(-1, dims=0) - ea[:, None]).pow(2).sum(-1)
+
+
 def decoupling_score(model, dataset_path: str | os.PathLike, factor: str, n: int = 100, m: int = 100,
                      seed: int = 0, embedder=None, progress: Callable[[int, int], None] | None = None
                      ) -> DecouplingResult:
@@ -165,10 +179,7 @@ def decoupling_score(model, dataset_path: str | os.PathLike, factor: str, n: int
         done += len(v)
         if progress is not None:
             progress(done, len(codes))
-    e = torch.cat(out)  # (n + n m, d)
-    ea, ec = e[:n], e[n:].reshape(n, m, -1)
-    shared = (ec - ea[:, None]).pow(2).sum(-1)  # (n, m)
-    unshared = (ec.roll(-1, dims=0) - ea[:, None]).pow(2).sum(-1)  # anchor i vs companions of i + 1
+    shared, unshared = pair_distances(torch.cat(out), n, m)
     val = emb.meta.get("validation", {})
     info = {"threshold": emb.threshold, "accuracy": val.get("accuracy"), "far": val.get("far"),
             "input_size": emb.input_size, "width": emb.net.width,
