@@ -1,9 +1,11 @@
 """Plot the proxy evaluation curves of one or more training runs (``proxy_*`` columns of metrics.csv).
 
 Usage:
-    python scripts/plot_proxy.py RUN_DIR [RUN_DIR ...] -o OUT.png [--labels a,b] [--reference REF.json] [--title TEXT]
+    python scripts/plot_proxy.py RUN [RUN ...] -o OUT.png [--labels a,b] [--reference REF.json] [--title TEXT]
 
-Reads RUN_DIR/metrics.csv (written by ``fitface train`` with ``proxy_every`` > 0; see
+Each RUN is a training run's folder or a metrics CSV file itself (e.g. the committed
+``docs/data/*_metrics.csv``, so the docs' figures can be redrawn from the repository). Reads
+RUN_DIR/metrics.csv (written by ``fitface train`` with ``proxy_every`` > 0; see
 ``fitface.evaluation.proxy`` for the columns and units) and draws four panels against the
 generator step: the coefficient decoupling ratios of identity and expression (dimensionless,
 0 = decoupled); Table 2 surface RMSE at each lambda; retargeting against B's own fit (no
@@ -96,13 +98,22 @@ def finite_points(steps: list[float], values: list[float]) -> tuple[list[float],
     return [s for s, _ in pts], [v for _, v in pts]
 
 
-def read_run(run: Path) -> dict[str, tuple[list[float], list[float]]]:
-    """``proxy_*`` key (prefix dropped) -> finite (steps, values) of one run; fails on bad input."""
+def metrics_path(run: Path) -> Path:
+    """The metrics CSV of RUN: RUN itself where it is a file, else RUN/metrics.csv; fails on bad input."""
+    if run.is_file():
+        return run
     if not run.is_dir():
-        fail(f"{run}: no such folder (expected a fitface training run)")
+        fail(f"{run}: no such folder or file (expected a fitface training run or its metrics.csv)")
     path = run / "metrics.csv"
     if not path.is_file():
         fail(f"{path}: no such file (is {run} a fitface training run?)")
+    return path
+
+
+def read_run(run: Path) -> dict[str, tuple[list[float], list[float]]]:
+    """``proxy_*`` key (prefix dropped) -> finite (steps, values) of one run (a folder or its
+    metrics CSV); fails on bad input."""
+    path = metrics_path(run)
     try:
         met = columns(path)
     except TypeError:  # csv.DictReader puts the extra cells of a row under the key None
@@ -161,14 +172,15 @@ def read_reference(path: Path) -> tuple[str, dict[str, float]]:
 
 
 def run_labels(runs: list[Path], labels: str | None) -> list[str]:
-    """The legend label of each run: ``--labels`` or the folder names (with the parent's name
-    when two folders share a name)."""
+    """The legend label of each run: ``--labels`` or the folder names (a CSV file's name without
+    ``.csv`` and a trailing ``_metrics``; with the parent's name when two runs share a name)."""
     if labels is not None:
         out = labels.split(",")
         if len(out) != len(runs):
             fail(f"--labels: {len(out)} label(s) for {len(runs)} run folder(s)")
         return out
     names = [r.resolve().name for r in runs]
+    names = [n.removesuffix(".csv").removesuffix("_metrics") if r.is_file() else n for n, r in zip(names, runs)]
     if len(set(names)) == len(names):
         return names
     return ["/".join(r.resolve().parts[-2:]) for r in runs]
@@ -176,7 +188,8 @@ def run_labels(runs: list[Path], labels: str | None) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="run folder(s) of `fitface train`")
+    ap.add_argument("runs", type=Path, nargs="+", metavar="RUN",
+                    help="run folder(s) of `fitface train`, or their metrics CSV files")
     ap.add_argument("-o", "--out", type=Path, required=True, help="PNG to write")
     ap.add_argument("--labels", default=None, help="comma-separated legend labels, one per run (default: folder names)")
     ap.add_argument("--reference", type=Path, default=None,

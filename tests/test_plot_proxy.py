@@ -75,6 +75,19 @@ def test_labels_default_to_folder_names(plot_proxy, tmp_path):
     assert plot_proxy.run_labels([tmp_path / "x" / "run", tmp_path / "y" / "run"], None) == ["x/run", "y/run"]
 
 
+def test_a_metrics_csv_file_reads_as_its_run_folder(plot_proxy, tmp_path):
+    """A CSV file given directly (the docs' docs/data/*_metrics.csv) reads as the folder holding it."""
+    run = make_run(tmp_path / "run")
+    copy = tmp_path / "ict_cpu_recipe_metrics.csv"
+    copy.write_bytes((run / "metrics.csv").read_bytes())
+    assert plot_proxy.read_run(copy) == plot_proxy.read_run(run)
+    assert plot_proxy.read_run(run / "metrics.csv") == plot_proxy.read_run(run)
+    assert plot_proxy.run_labels([copy, run, tmp_path / "lever.csv"], None) == ["ict_cpu_recipe", "run", "lever.csv"]
+    out = tmp_path / "p.png"
+    plot_proxy.main([str(copy), str(run), "-o", str(out)])
+    check_png(out)
+
+
 def test_command_line(tmp_path):
     """Run as the docs say (python scripts/plot_proxy.py ...): plot_training's helpers import."""
     run, out = make_run(tmp_path / "run"), tmp_path / "p.png"
@@ -100,7 +113,10 @@ BAD_REFERENCES = {
 def bad_inputs(tmp_path: Path) -> list[tuple[list[str], Path, str]]:
     """(arguments, the path the message must start with, a word it must contain) per bad input."""
     good = make_run(tmp_path / "good")
-    cases = [([str(tmp_path / "missing")], tmp_path / "missing", "no such folder")]
+    cases = [([str(tmp_path / "missing")], tmp_path / "missing", "no such folder or file")]
+    notcsv = tmp_path / "notcsv.csv"
+    notcsv.write_bytes(b"\xff\xfe\x00binary")
+    cases.append(([str(notcsv)], notcsv, "not a readable CSV"))
     (tmp_path / "nocsv").mkdir()
     cases.append(([str(tmp_path / "nocsv")], tmp_path / "nocsv" / "metrics.csv", "no such file"))
     noproxy = make_run(tmp_path / "noproxy", rows=["0,7.5", "250,7.4"], header="step,div_global")
