@@ -39,6 +39,16 @@ def test_recipes_present_and_paper_values():
     assert p.total_steps(30559) == 200 * 478
 
 
+def test_train_help_lists_every_recipe(capsys):
+    """`fitface train --help` names the recipes from the folder, so a new recipe is never missing."""
+    from fitface.cli import main
+
+    assert main(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # click wraps the help text
+    listed = text.split("Recipe name (", 1)[1].split(";", 1)[0]
+    assert sorted(name.strip() for name in listed.split(",")) == recipe_names()
+
+
 def test_ablations_differ_from_paper_in_one_thing_only():
     paper = load_config("paper").to_dict()
     expect = {"ablation_no_mesh_reg": {"lambda_reg": 0.0}, "ablation_no_feature_loss": {"lambda_feat": 0.0},

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import click
 
+from fitface.train.config import recipe_names
+
 
 @click.command("train")
 @click.argument("data_dir", type=click.Path(path_type=str))
 @click.option("-c", "--config", "recipe", default="cpu", show_default=True,
-              help="Recipe name (paper, cpu, ict, default_model, ablation_no_mesh_reg, ablation_id_class_only, "
-                   "ablation_exp_class_only, ablation_no_feature_loss; train/recipes/) or a .toml path.")
+              help=f"Recipe name ({', '.join(recipe_names())}; train/recipes/) or a .toml path.")
 @click.option("-o", "--output", "run_dir", required=True, type=click.Path(file_okay=False, path_type=str),
               help="Run folder: config, logs, sample grids, checkpoint and model.safetensors.")
 @click.option("--max-steps", type=int, default=None, help="Generator steps to run (overrides epochs).")
