@@ -244,7 +244,8 @@ def test_cli_evaluate_bad_inputs(baseline_file, dataset, tmp_path, capsys):
     assert main(["evaluate", str(baseline_file), "--data", str(dataset.path), "-o", str(tmp_path / "r2"),
                  "--lambdas", "0,abc"]) == 2
     assert main(["evaluate", str(baseline_file), "--data", str(dataset.path), "-o", str(tmp_path / "r3"),
-                 "--skip", "table1", "--skip", "table2", "--skip", "retarget"]) == 2
+                 "--skip", "table1", "--skip", "table2", "--skip", "table2_noisy", "--skip", "retarget",
+                 "--skip", "dense"]) == 2
 
 
 def test_ict_test_captures_are_exact(ict_path, tmp_path):

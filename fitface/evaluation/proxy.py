@@ -26,6 +26,11 @@ part                      code (full evaluation setting -> proxy default)
                           400 Adam steps as the evaluation)
 ``retarget``              :func:`fitface.evaluation.retargeting.run_retargeting` on the grid of
                           those 2 test identities (100 pairs -> 10)
+``dense``                 :func:`fitface.evaluation.dense_transfer.dense_model_errors` on a small
+                          fixed set of fresh ICT identities (6 identities, 180 pairs -> 3
+                          identities, 36 pairs; no sampled reconstruction faces): every vertex
+                          fitted, so no landmark error hides how the model transfers an
+                          expression (needs the ICT source)
 ========================  ====================================================================
 
 Time: on the ICT set (9,409 vertices) nearly all of it is the exact point-to-surface distances
@@ -50,6 +55,9 @@ Reference values (computed once at set-up, model-independent; ``ref_*`` keys of 
       a model that fits B perfectly and transfers nothing scores. A model's own
       ``retarget_no_transfer`` is this plus its fitting error; ``retarget`` below it means the
       expression moved.
+    * ``ref_dense_pasted``: over the dense pairs, B's true neutral plus A's exact displacement
+      against B's truth: the best any additive model can transfer. ``ref_dense_no_transfer``:
+      B's true neutral against its truth.
 
 The row (:meth:`ProxyResult.as_row`), lengths in mm:
 
@@ -65,8 +73,13 @@ The row (:meth:`ProxyResult.as_row`), lengths in mm:
   independent codes / a shared identity code / a shared expression code).
 * ``specificity``: mean distance of generated samples to their nearest training face (among
   the reference subset: higher than the full evaluation's exact value over all training faces).
+* ``dense_retarget``, ``dense_direct_fit``, ``dense_neutral_fit``: dense retargeting vertex RMSE
+  (mean over the dense pairs) of ``G(z_id(B), z_exp(A))``, of the dense fit of the truth (what the
+  model can represent) and of B's neutral fit. Below ``ref_dense_pasted`` means the model moves
+  an expression the way each face moves it, better than any additive model could.
 * ``seconds``: wall time of the call.
-* ``ref_div``, ``ref_div_identity``, ``ref_div_expression``, ``ref_no_transfer``: above.
+* ``ref_div``, ``ref_div_identity``, ``ref_div_expression``, ``ref_no_transfer``,
+  ``ref_dense_pasted``, ``ref_dense_no_transfer``: above.
 
 Every key of :attr:`ProxyEvaluator.columns` is always present; a part that cannot run (no
 generating coefficients, no test captures, a model without that factor) is NaN in the row and
@@ -103,7 +116,7 @@ FACTORS = ("identity", "expression")
 #: Decoded samples per chunk (specificity).
 DECODE_CHUNK = 100
 #: The parts of a proxy evaluation, in the order they run.
-PARTS = ("coefficients", "diversity", "specificity", "table2", "retarget")
+PARTS = ("coefficients", "diversity", "specificity", "table2", "retarget", "dense")
 
 
 @dataclass
@@ -129,6 +142,9 @@ class ProxyConfig:
             leave the 3DMM's lambda-0.01 fits unconverged (Table 2 2.22 mm instead of 2.01).
         seed: seeds every draw.
         parts: the parts to run (:data:`PARTS`); the others are neither set up nor run.
+        dense_identities: fresh ICT identities of the dense retargeting part (a small fixed set:
+            3 give 36 ordered pairs, 24 dense fits; see
+            :mod:`fitface.evaluation.dense_transfer`; the full evaluation uses 6).
     """
 
     captures: int = 12
@@ -142,6 +158,7 @@ class ProxyConfig:
     steps: int = 400
     seed: int = 0
     parts: tuple[str, ...] = PARTS
+    dense_identities: int = 3
 
     def validate(self) -> None:
         """Raises ValueError naming the first bad field."""
@@ -152,6 +169,9 @@ class ProxyConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {v!r}")
+        v = self.dense_identities
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 2:
+            raise ValueError(f"dense_identities: expected an integer >= 2, got {v!r}")
         if isinstance(self.coef_n, bool) or not isinstance(self.coef_n, (int, np.integer)) or self.coef_n < 2:
             raise ValueError(f"coef_n: expected an integer >= 2, got {self.coef_n!r}")
         if isinstance(self.coef_m, bool) or not isinstance(self.coef_m, (int, np.integer)) or self.coef_m < 1:
@@ -178,8 +198,9 @@ def row_columns(lambdas) -> list[str]:
     """Every key of :meth:`ProxyResult.as_row` for these Table 2 weights, in a fixed order."""
     return (["coef_ratio_identity", "coef_ratio_expression"] + [t2_key(x) for x in lambdas]
             + ["retarget", "retarget_no_transfer", "retarget_direct_fit", "div", "div_identity",
-               "div_expression", "specificity", "seconds", "ref_div", "ref_div_identity", "ref_div_expression",
-               "ref_no_transfer"])
+               "div_expression", "specificity", "dense_retarget", "dense_direct_fit", "dense_neutral_fit",
+               "seconds", "ref_div", "ref_div_identity", "ref_div_expression", "ref_no_transfer",
+               "ref_dense_pasted", "ref_dense_no_transfer"])
 
 
 @dataclass
@@ -316,7 +337,9 @@ class ProxyEvaluator:
         self.skipped: dict[str, str] = {p: "not requested (ProxyConfig.parts)" for p in PARTS if p not in cfg.parts}
         self.setup_seconds: dict[str, float] = {}
         self.reference = {k: float("nan") for k in ("ref_div", "ref_div_identity", "ref_div_expression",
-                                                    "ref_no_transfer")}
+                                                    "ref_no_transfer", "ref_dense_pasted",
+                                                    "ref_dense_no_transfer")}
+        self.dense_truth = None
         self._ds_to_mm = scale_between(ds.unit, "mm")
         self.regressors: dict[str, Any] = {}
         self._nearest = None
@@ -341,6 +364,8 @@ class ProxyEvaluator:
                 self.setup_seconds["training_diversity"] = time.perf_counter() - t0
         if "table2" in cfg.parts or "retarget" in cfg.parts:
             self._setup_captures(ict_source)
+        if "dense" in cfg.parts:
+            self._setup_dense(ict_source)
         self.setup_seconds["total"] = time.perf_counter() - t_all
         self._say(f"proxy evaluation set up in {self.setup_seconds['total']:.1f} s"
                   + "".join(f"; {k} skipped: {v}" for k, v in self.skipped.items()))
@@ -402,6 +427,35 @@ class ProxyEvaluator:
                 self.skipped["retarget"] = f"no retargeting pairs: {one_line(exc)}"
             self.setup_seconds["no_transfer_reference"] = time.perf_counter() - t0
 
+    def _setup_dense(self, ict_source) -> None:
+        from fitface.errors import InputError
+        from fitface.evaluation.dense_transfer import DenseConfig, build_dense_truth, dense_pairs, pasted_errors
+
+        ds = self.dataset
+        if ds.info.get("builder") != "ict" or ict_source is None:
+            self.skipped["dense"] = ("the dataset was not built from ICT" if ds.info.get("builder") != "ict"
+                                     else "no ICT source (proxy_ict_source) for the fresh identities")
+            return
+        t0 = time.perf_counter()
+        self._dense_cfg = DenseConfig(identities=int(self.config.dense_identities), samples_per_identity=0,
+                                      seed=int(self.config.seed))
+        try:
+            truth = build_dense_truth(ict_source, ds.num_vertices, self._dense_cfg)
+        except InputError as exc:
+            self.skipped["dense"] = f"no dense truth: {one_line(exc)}"
+            return
+        if not np.array_equal(truth.faces, np.asarray(ds.faces)):
+            self.skipped["dense"] = "the dataset's faces are not the ICT face area's"
+            return
+        self.dense_truth = truth
+        pairs = dense_pairs(len(truth.neutral))
+        self.reference["ref_dense_pasted"] = float(pasted_errors(truth, pairs).mean())
+        from fitface.evaluation.dense_transfer import vertex_rmse
+
+        b, e = pairs[:, 1], pairs[:, 2]
+        self.reference["ref_dense_no_transfer"] = float(vertex_rmse(truth.neutral[b], truth.posed[b, e]).mean())
+        self.setup_seconds["dense_truth"] = time.perf_counter() - t0
+
     def _no_transfer_reference(self, caps) -> float:
         """Mean over the retargeting pairs of the surface RMSE (mm) of GT B to GT (b, x)."""
         from fitface.evaluation.retargeting import draw_pairs
@@ -453,7 +507,8 @@ class ProxyEvaluator:
             self._specificity(model, out)
         want2 = "table2" in run and self.captures is not None
         wantr = "retarget" in run and self.retarget_captures is not None
-        if want2 or wantr:
+        wantd = "dense" in run and self.dense_truth is not None
+        if want2 or wantr or wantd:
             t0 = time.perf_counter()
             dec = fit_decoder(model)
             out.seconds["decoder"] = time.perf_counter() - t0
@@ -461,6 +516,8 @@ class ProxyEvaluator:
                 self._table2(dec, out)
             if wantr:
                 self._retarget(dec, out)
+            if wantd:
+                self._dense(dec, out)
         out.seconds["total"] = time.perf_counter() - t_all
         row = out.as_row()
         self._say("proxy: " + ", ".join(f"{k} {row[k]:.3f}" for k in self.columns
@@ -553,3 +610,15 @@ class ProxyEvaluator:
         out.values["retarget_direct_fit"] = s["direct_fit_surface_rmse_mm"]
         out.details["retarget_pairs"] = len(rt.pairs)
         out.seconds["retarget"] = time.perf_counter() - t0
+
+    def _dense(self, dec, out: ProxyResult) -> None:
+        from fitface.evaluation.dense_transfer import dense_model_errors
+
+        t0 = time.perf_counter()
+        err = dense_model_errors(dec, self.dense_truth, self._dense_cfg)
+        for row, key in (("retarget", "dense_retarget"), ("direct_fit", "dense_direct_fit"),
+                         ("neutral_fit", "dense_neutral_fit")):
+            out.values[key] = float(err.pairs[row].mean())
+        out.details["dense_pairs"] = int(len(err.pairs["retarget"]))
+        out.details["dense_iterations"] = err.iterations.get("pairs")
+        out.seconds["dense"] = time.perf_counter() - t0
