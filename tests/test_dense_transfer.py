@@ -123,7 +123,7 @@ def test_config_validation():
 
 def test_ict_truth_is_identity_dependent_and_the_3dmm_sits_between_its_bounds(ict_path):
     """The real ICT truth: fresh identities move one expression differently (the pasted
-    displacement errs), and the shipped 3DMM retargets worse than the additive ceiling but far
+    displacement errs), and the shipped 3DMM retargets worse than pasting A's displacement but far
     better than no transfer; its dense fits are sub-millimetre."""
     from fitface.api.inputs import load_fit_model
 

@@ -308,7 +308,7 @@ def test_ict_dataset_without_its_source_skips_the_captures(ict_path, tmp_path):
     assert not [k for k, v in row.items() if not math.isfinite(v) and not k.startswith(("retarget", "ref_no"))], row
     assert math.isnan(row["retarget"]) and math.isnan(row["ref_no_transfer"])
     # the dense part runs on the narrow face area (fresh identities: 3 x 2 x 6 pairs): a 3DMM
-    # retargets between the additive ceiling and no transfer (a 3DMM of 10 identities and 120 faces:
+    # retargets between pasting A's displacement and no transfer (a 3DMM of 10 identities and 120 faces:
     # measured 4.00 mm against no transfer's 4.66; the shipped ict-linear's 0.88 is in test_dense_transfer)
     assert out.details["dense_pairs"] == 36
     assert row["ref_dense_pasted"] < row["dense_retarget"] < row["ref_dense_no_transfer"]

@@ -78,7 +78,7 @@ def evaluate(models, data_dir, out_dir, n_samples, pairs, decoupling_n, decoupli
     onto identity b of B and compare with the true mesh of (b, x). Dense (ICT
     datasets with --ict-source): fit every vertex of fresh identities, so no
     landmark error hides how each model transfers an expression; rows: no
-    transfer, the pasted exact displacement (the additive ceiling), retarget,
+    transfer, A's exact displacement pasted on B, retarget,
     direct fit, neutral fit, reconstruction. Progress goes to stderr.
 
     \b

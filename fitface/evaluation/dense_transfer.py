@@ -27,7 +27,10 @@ with ``e``, B neutral, truth ``T`` = B's own transferred expression ``e``:
 
 * ``no_transfer``: the fit of B's neutral against ``T`` (keeping B's expression);
 * ``pasted``: B's true neutral plus A's exact displacement (A posed minus A neutral, both true)
-  against ``T``: the best any additive model can transfer (model-independent);
+  against ``T``: A's whole displacement moved unchanged (model-independent). Not a bound on
+  additive models: a model transfers only its expression code, which can drop A's idiosyncratic
+  part of the displacement (an additive 3DMM with a 100-dimensional identity code retargets
+  these pairs at 0.61 mm against the pasted 0.65; docs/benchmarks.md);
 * ``retarget``: ``G(z_id(B), z_exp(A), z_noise(B))`` from the two fits, against ``T``;
 * ``direct_fit``: the fit of ``T`` itself (what the model can represent);
 * ``neutral_fit``: the fit of B's neutral against B's neutral;

@@ -56,7 +56,7 @@ Reference values (computed once at set-up, model-independent; ``ref_*`` keys of 
       ``retarget_no_transfer`` is this plus its fitting error; ``retarget`` below it means the
       expression moved.
     * ``ref_dense_pasted``: over the dense pairs, B's true neutral plus A's exact displacement
-      against B's truth: the best any additive model can transfer. ``ref_dense_no_transfer``:
+      against B's truth (A's whole displacement moved unchanged). ``ref_dense_no_transfer``:
       B's true neutral against its truth.
 
 The row (:meth:`ProxyResult.as_row`), lengths in mm:
@@ -75,8 +75,8 @@ The row (:meth:`ProxyResult.as_row`), lengths in mm:
   the reference subset: higher than the full evaluation's exact value over all training faces).
 * ``dense_retarget``, ``dense_direct_fit``, ``dense_neutral_fit``: dense retargeting vertex RMSE
   (mean over the dense pairs) of ``G(z_id(B), z_exp(A))``, of the dense fit of the truth (what the
-  model can represent) and of B's neutral fit. Below ``ref_dense_pasted`` means the model moves
-  an expression the way each face moves it, better than any additive model could.
+  model can represent) and of B's neutral fit. Below ``ref_dense_pasted``: the model transfers
+  an expression better than moving A's exact displacement would.
 * ``seconds``: wall time of the call.
 * ``ref_div``, ``ref_div_identity``, ``ref_div_expression``, ``ref_no_transfer``,
   ``ref_dense_pasted``, ``ref_dense_no_transfer``: above.

@@ -459,11 +459,11 @@ def markdown(report: dict[str, Any]) -> str:
               f"{c['identities']} fresh identities (never training identities), the six emotions at full intensity, "
               f"{dn['num_pairs']} ordered pairs: A posed, B neutral, truth = B's own transferred expression. Every "
               f"vertex fitted with known correspondence (L-BFGS, ridge {c['ridge']:g}). Vertex RMSE in mm, mean over "
-              "pairs. *Pasted*: B's true neutral plus A's exact displacement, the best any additive model can "
-              "transfer (the same for every model). *Reconstruction*: dense fits of "
+              "pairs. *Pasted*: B's true neutral plus A's exact displacement, moved unchanged (the same "
+              "for every model; a model that transfers only a shared expression code can beat it). *Reconstruction*: dense fits of "
               f"{c['identities'] * c['samples_per_identity']} faces drawn by the dataset's own sampler "
               "(mean / median / 90th percentile).", "",
-              "| Method | no transfer | pasted (additive ceiling) | retarget | direct fit | neutral fit | "
+              "| Method | no transfer | pasted (A's exact displacement) | retarget | direct fit | neutral fit | "
               "reconstruction |", "|---|---|---|---|---|---|---|"]
         for name, r in dn["models"].items():
             rec = (f"{r['reconstruction_vertex_rmse_mm']:.3f} / {r['reconstruction_median_mm']:.3f} / "
