@@ -23,7 +23,7 @@ from fitface.train import losses as L
 from fitface.train import sampling as S
 from fitface.train.config import load_config, parse_set, recipe_names
 
-RECIPES = ["paper", "cpu", "default_model", "ict", "ict_x100", "ict_fast", "ablation_no_mesh_reg", "ablation_id_class_only", "ablation_exp_class_only",
+RECIPES = ["paper", "cpu", "default_model", "ict", "ict_x100", "ict_fast", "ict_id100", "ablation_no_mesh_reg", "ablation_id_class_only", "ablation_exp_class_only",
            "ablation_no_feature_loss"]
 
 
@@ -47,6 +47,13 @@ def test_train_help_lists_every_recipe(capsys):
     text = " ".join(capsys.readouterr().out.split())  # click wraps the help text
     listed = text.split("Recipe name (", 1)[1].split(";", 1)[0]
     assert sorted(name.strip() for name in listed.split(",")) == recipe_names()
+
+
+def test_ict_id100_is_ict_x100_with_a_100_dimensional_identity_code():
+    """The identity-capacity lever of issue #26 changes one thing in the recipe it is measured against."""
+    base, lever = load_config("ict_x100").to_dict(), load_config("ict_id100").to_dict()
+    changed = {k: lever[k] for k in lever if lever[k] != base[k] and k != "recipe"}
+    assert changed == {"latent_dims": {"identity": 100, "expression": 15}}
 
 
 def test_ablations_differ_from_paper_in_one_thing_only():
