@@ -223,11 +223,20 @@ def test_cli_evaluate_writes_the_report(baseline_file, dataset, tmp_path):
     assert "dec_id" not in row and "embedders" in doc["table1"]["notes"][0]  # no embedders: a note
     assert doc["table2"]["num_captures"] == 5 and set(doc["table2"]["models"]["3DMM"]) == {"0.0", "10.0"}
     assert doc["retargeting"]["num_pairs"] == 3
+    assert "not built from ICT" in doc["dense"]["note"]  # the dense part needs an ICT set: a note, not an error
     md = (out / "report.md").read_text()
     assert "## Table 1" in md and "## Table 2" in md and "| 3DMM |" in md
     for f in doc["figures"]:
         assert (out / f["file"]).is_file()
     assert {Path(f["file"]).name for f in doc["figures"]} >= {"samples_3DMM.png", "table2_heatmaps.png"}
+
+
+def test_cli_parts_are_the_evaluations_parts():
+    """The CLI keeps its own tuple (its module imports no numpy); it must be the evaluation's."""
+    from fitface.cli.evaluate import PARTS as CLI_PARTS
+    from fitface.evaluation.report import PARTS
+
+    assert CLI_PARTS == PARTS
 
 
 def test_cli_evaluate_bad_inputs(baseline_file, dataset, tmp_path, capsys):

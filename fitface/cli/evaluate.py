@@ -63,8 +63,8 @@ def _lambdas(ctx, param, value):
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seeds every random draw.")
 @click.option("--overwrite", is_flag=True, help="Write into an existing report folder.")
 def evaluate(models, data_dir, out_dir, n_samples, pairs, decoupling_n, decoupling_m, lambdas, test_captures,
-             retarget_pairs, dense_retarget, noisy_landmark_mm, dense_identities, skip, train_embedders, ict_source, steps, similarity, noise_mm,
-             no_figures, seed, overwrite):
+             retarget_pairs, dense_retarget, noisy_landmark_mm, dense_identities, skip, train_embedders, ict_source,
+             steps, similarity, noise_mm, no_figures, seed, overwrite):
     """Evaluate MODELs (files or built-in names) on a dataset with the paper's metrics and benchmarks.
 
     \b

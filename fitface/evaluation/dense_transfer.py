@@ -195,6 +195,36 @@ def build_dense_truth(ict_source, num_vertices: int, config: DenseConfig | None 
     return DenseTruth(neutral, posed, sampled_arr, sid, faces, info)
 
 
+def dense_truth_for_dataset(dataset, ict_source, config: DenseConfig | None = None) -> DenseTruth:
+    """:func:`build_dense_truth` for the models of an ICT dataset (its vertex count and faces).
+
+    Args:
+        dataset: a :class:`fitface.data.format.Dataset` built by ``fitface data ict``.
+        ict_source: the ICT source it was built from (None: not given).
+        config: :class:`DenseConfig`.
+
+    Raises:
+        InputError: why the dense measures cannot run on this dataset (not an ICT set, no
+            source, an unreadable source, or faces that are not the ICT face area's).
+    """
+    from fitface.errors import InputError
+
+    if dataset.info.get("builder") != "ict":
+        raise InputError("the dataset was not built from ICT (the dense measures pose fresh ICT identities)")
+    if ict_source is None:
+        raise InputError("no ICT source for the fresh identities")
+    truth = build_dense_truth(ict_source, dataset.num_vertices, config)
+    if not np.array_equal(truth.faces, np.asarray(dataset.faces)):
+        raise InputError("the dataset's faces are not the ICT face area's")
+    return truth
+
+
+def no_transfer_errors(truth: DenseTruth, pairs: np.ndarray) -> np.ndarray:
+    """(P,) mm: B's true neutral against B's truth (what transferring nothing scores)."""
+    b, e = pairs[:, 1], pairs[:, 2]
+    return vertex_rmse(truth.neutral[b], truth.posed[b, e])
+
+
 # ------------------------------------------------------------------------------ fits
 @dataclass
 class DenseFit:

@@ -429,31 +429,26 @@ class ProxyEvaluator:
 
     def _setup_dense(self, ict_source) -> None:
         from fitface.errors import InputError
-        from fitface.evaluation.dense_transfer import DenseConfig, build_dense_truth, dense_pairs, pasted_errors
+        from fitface.evaluation.dense_transfer import (
+            DenseConfig,
+            dense_pairs,
+            dense_truth_for_dataset,
+            no_transfer_errors,
+            pasted_errors,
+        )
 
-        ds = self.dataset
-        if ds.info.get("builder") != "ict" or ict_source is None:
-            self.skipped["dense"] = ("the dataset was not built from ICT" if ds.info.get("builder") != "ict"
-                                     else "no ICT source (proxy_ict_source) for the fresh identities")
-            return
         t0 = time.perf_counter()
         self._dense_cfg = DenseConfig(identities=int(self.config.dense_identities), samples_per_identity=0,
                                       seed=int(self.config.seed))
         try:
-            truth = build_dense_truth(ict_source, ds.num_vertices, self._dense_cfg)
+            truth = dense_truth_for_dataset(self.dataset, ict_source, self._dense_cfg)
         except InputError as exc:
             self.skipped["dense"] = f"no dense truth: {one_line(exc)}"
-            return
-        if not np.array_equal(truth.faces, np.asarray(ds.faces)):
-            self.skipped["dense"] = "the dataset's faces are not the ICT face area's"
             return
         self.dense_truth = truth
         pairs = dense_pairs(len(truth.neutral))
         self.reference["ref_dense_pasted"] = float(pasted_errors(truth, pairs).mean())
-        from fitface.evaluation.dense_transfer import vertex_rmse
-
-        b, e = pairs[:, 1], pairs[:, 2]
-        self.reference["ref_dense_no_transfer"] = float(vertex_rmse(truth.neutral[b], truth.posed[b, e]).mean())
+        self.reference["ref_dense_no_transfer"] = float(no_transfer_errors(truth, pairs).mean())
         self.setup_seconds["dense_truth"] = time.perf_counter() - t0
 
     def _no_transfer_reference(self, caps) -> float:

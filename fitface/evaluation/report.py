@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -502,17 +502,17 @@ def _json_default(obj):
 def dense_part(entries, ds, opts: EvaluationOptions, say: Callable[[str], None]) -> dict[str, Any]:
     """The ``dense`` part's report section (``{"note": ...}`` when it cannot run on this dataset)."""
     from fitface.api.inputs import load_fit_model
-    from fitface.evaluation.dense_transfer import build_dense_truth, run_dense_transfer
+    from fitface.errors import InputError
+    from fitface.evaluation.dense_transfer import dense_truth_for_dataset, run_dense_transfer
 
-    if ds.info.get("builder") != "ict" or opts.ict_source is None:
-        why = ("the dataset was not built from ICT" if ds.info.get("builder") != "ict"
-               else "no --ict-source was given")
-        say(f"dense: skipped ({why})")
-        return {"note": f"dense retargeting skipped: {why} (it needs fresh identities from the ICT source model)."}
     say(f"dense: building the truth ({opts.dense.identities} fresh ICT identities) ...")
-    truth = build_dense_truth(opts.ict_source, ds.num_vertices, opts.dense)
-    if not np.array_equal(truth.faces, ds.faces):
-        return {"note": "dense retargeting skipped: the dataset's faces are not the ICT face area's."}
+    try:
+        truth = dense_truth_for_dataset(ds, opts.ict_source, opts.dense)
+    except InputError as exc:
+        if exc.path is not None:
+            raise  # a bad --ict-source file is the user's error; the others are reasons to skip
+        say(f"dense: skipped ({one_line(exc)})")
+        return {"note": f"dense retargeting skipped: {one_line(exc)} (pass --ict-source on an ICT dataset)."}
     res = run_dense_transfer({e.name: load_fit_model(e.path) for e in entries}, truth, opts.dense, log=say)
     return res.to_json()
 
@@ -631,14 +631,14 @@ def run_evaluation(model_paths, data_dir, out_dir, opts: EvaluationOptions | Non
         say(f"test captures: {len(caps)} ({len(caps.identities)} test identities x {len(caps.expression_names)} "
             f"expressions) in {timings['test_captures']:.1f} s")
         models = {e.name: load_fit_model(e.path) for e in entries}
-        if want2:
-            from fitface.evaluation.sparse_reconstruction import SparseConfig, run_sparse_reconstruction
+        from fitface.evaluation.sparse_reconstruction import SparseConfig, run_sparse_reconstruction
 
+        sub = caps if opts.test_captures is None else caps.subset(slice(0, int(opts.test_captures)))
+        t2_cfg = SparseConfig(lambdas=tuple(opts.lambdas), steps=int(opts.steps), seed=int(opts.seed),
+                            similarity=bool(opts.similarity), noise_mm=float(opts.noise_mm))
+        if want2:
             t0 = time.perf_counter()
-            sub = caps if opts.test_captures is None else caps.subset(slice(0, int(opts.test_captures)))
-            cfg = SparseConfig(lambdas=tuple(opts.lambdas), steps=int(opts.steps), seed=int(opts.seed),
-                               similarity=bool(opts.similarity), noise_mm=float(opts.noise_mm))
-            sparse = run_sparse_reconstruction(models, sub, cfg, log=say)
+            sparse = run_sparse_reconstruction(models, sub, t2_cfg, log=say)
             report["table2"] = sparse.to_json()
             timings["table2"] = time.perf_counter() - t0
             if opts.figures:
@@ -650,12 +650,8 @@ def run_evaluation(model_paths, data_dir, out_dir, opts: EvaluationOptions | Non
                 if ex is not None:
                     figure("table2_examples.png", f"Table 2 fits at λ = {mid:g} (GT, then each model)", *ex)
         if wantn:
-            from fitface.evaluation.sparse_reconstruction import SparseConfig, run_sparse_reconstruction
-
             t0 = time.perf_counter()
-            sub = caps if opts.test_captures is None else caps.subset(slice(0, int(opts.test_captures)))
-            cfg = SparseConfig(lambdas=tuple(opts.lambdas), steps=int(opts.steps), seed=int(opts.seed),
-                               similarity=True, noise_mm=float(opts.noisy_noise_mm))
+            cfg = replace(t2_cfg, similarity=True, noise_mm=float(opts.noisy_noise_mm))
             say(f"table 2, noisy: landmark noise {cfg.noise_mm:g} mm and a random rigid motion ...")
             report["table2_noisy"] = run_sparse_reconstruction(models, sub, cfg, log=say).to_json()
             timings["table2_noisy"] = time.perf_counter() - t0
