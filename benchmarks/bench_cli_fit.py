@@ -10,7 +10,12 @@ layer gives smooth displacements of a few mm. Then times, as subprocesses
 
 * ``fitface fit -l LM -o OUT`` (landmarks only),
 * ``fitface fit SCAN -l LM -o OUT`` with the exact decoded scan (V vertices, binary PLY),
+* ``fitface fit -l A.txt -o OUT`` with the default built-in model (the packaged demo capture A),
 * ``fitface batch DIR -o OUT`` on ``--batch-size`` landmark files (meshes + codes.json per capture).
+
+``--compare CHECKOUT`` times another checkout (its own ``.venv``, e.g. a worktree of an earlier
+revision: ``git worktree add ../fit_rev_f4f92fc f4f92fc && make -C ../fit_rev_f4f92fc install``)
+in the same run, alternating its runs with this checkout's, and prints the ratio.
 
 Prints a Markdown table for docs/benchmarks.md with the machine, the date and the commands.
 Issue budgets: one fit < 2 s, a batch of 1,000 landmark files < 8 s.
@@ -29,7 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import ICT_NPZ, machine
+from common import ICT_NPZ, REPO, machine
 
 from fitface.api.inputs import DEFAULT_LAMBDA
 
@@ -95,17 +100,30 @@ def make_captures(model: Path, folder: Path, n: int, scan_too: bool = False) -> 
             save_mesh(folder / f"cap{i:04d}.ply", t.apply(dec.vertices(z[i:i + 1]))[0], dec.faces)
 
 
-def wall(argv: list[str], out: Path, repeats: int) -> tuple[float, list[float]]:
-    """Median and all wall times (s) of a subprocess, deleting ``out`` before each run."""
-    times = []
-    for _ in range(repeats):
-        shutil.rmtree(out, ignore_errors=True)
-        t = time.perf_counter()
-        p = subprocess.run(argv, capture_output=True, text=True, check=False)
-        times.append(time.perf_counter() - t)
-        if p.returncode != 0:
-            raise SystemExit(f"{' '.join(argv)} failed:\n{p.stderr[-2000:]}")
-    return float(np.median(times)), times
+def run_once(argv: list[str], out: Path, cwd: Path | None = None) -> float:
+    """Wall time (s) of one subprocess run, deleting ``out`` first."""
+    shutil.rmtree(out, ignore_errors=True)
+    t = time.perf_counter()
+    p = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=cwd)
+    dt_s = time.perf_counter() - t
+    if p.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{p.stderr[-2000:]}")
+    return dt_s
+
+
+def default_model_capture(folder: Path) -> Path | None:
+    """The packaged demo capture A's landmarks (held-out ICT face, mm), for a fit with the
+    default built-in model; None when the demo captures are absent."""
+    from fitface.io.landmarks import save_landmarks
+
+    src = REPO / "fitface" / "demo_captures" / "ict_captures.npz"
+    if not src.is_file():
+        return None
+    with np.load(src) as z:
+        pts = z["A_landmarks"]
+    folder.mkdir(parents=True, exist_ok=True)
+    save_landmarks(folder / "A.txt", pts, unit="mm")
+    return folder / "A.txt"
 
 
 def main() -> None:
@@ -113,6 +131,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch-repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=1000)
+    ap.add_argument("--compare", type=Path, default=None, metavar="CHECKOUT",
+                    help="another checkout with its own .venv (e.g. a git worktree of an earlier revision, "
+                         "`make install` run in it): each case alternates its runs with this checkout's")
+    ap.add_argument("--skip-batch", action="store_true", help="time the single fits only")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_cli_fit_"))
@@ -120,34 +142,55 @@ def main() -> None:
         model = tmp / "model.safetensors"
         desc = build_model(model)
         make_captures(model, tmp / "one", 1, scan_too=True)
-        make_captures(model, tmp / "many", args.batch_size)
-        py = [sys.executable, "-m", "fitface"]
+        if not args.skip_batch:
+            make_captures(model, tmp / "many", args.batch_size)
+        demo_lm = default_model_capture(tmp / "demo")
         lm, scan = tmp / "one" / "cap0000.txt", tmp / "one" / "cap0000.ply"
         cases = [
-            ("fit, landmarks only", [*py, "fit", "-l", str(lm), "-o", str(tmp / "o1"), "-m", str(model)],
+            ("fit, landmarks only", ["fit", "-l", str(lm), "-o", str(tmp / "o1"), "-m", str(model)],
              tmp / "o1", args.repeats, "`fitface fit -l LM.txt -o OUT -m MODEL`"),
-            ("fit, with scan", [*py, "fit", str(scan), "-l", str(lm), "-o", str(tmp / "o2"), "-m", str(model)],
+            ("fit, with scan", ["fit", str(scan), "-l", str(lm), "-o", str(tmp / "o2"), "-m", str(model)],
              tmp / "o2", args.repeats, "`fitface fit SCAN.ply -l LM.txt -o OUT -m MODEL`"),
-            (f"batch, {args.batch_size} landmark files",
-             [*py, "batch", str(tmp / "many"), "-o", str(tmp / "o3"), "-m", str(model), "--no-progress"],
-             tmp / "o3", args.batch_repeats, "`fitface batch DIR -o OUT -m MODEL`"),
         ]
+        if demo_lm is not None:
+            cases.append(("fit, default model (ict)", ["fit", "-l", str(demo_lm), "-o", str(tmp / "o4")],
+                          tmp / "o4", args.repeats, "`fitface fit -l A.txt -o OUT` (demo capture A)"))
+        if not args.skip_batch:
+            cases.append((f"batch, {args.batch_size} landmark files",
+                          ["batch", str(tmp / "many"), "-o", str(tmp / "o3"), "-m", str(model), "--no-progress"],
+                          tmp / "o3", args.batch_repeats, "`fitface batch DIR -o OUT -m MODEL`"))
+        sides = [("this checkout", [sys.executable, "-m", "fitface"], REPO)]
+        if args.compare is not None:
+            other = args.compare.resolve()
+            rev = subprocess.run(["git", "-C", str(other), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                 text=True, check=False).stdout.strip() or other.name
+            sides.insert(0, (rev, [str(other / ".venv" / "bin" / "python"), "-m", "fitface"], other))
         rows = []
         for name, argv, out, rep, cmd in cases:
-            med, ts = wall(argv, out, rep)
-            rows.append((name, cmd, med, ts))
-            print(f"{name}: median {med:.2f} s  ({', '.join(f'{t:.2f}' for t in ts)})", file=sys.stderr)
+            times: dict[str, list[float]] = {side: [] for side, _, _ in sides}
+            for _ in range(rep):  # alternate the sides, so that both see the same machine
+                for side, py, cwd in sides:
+                    times[side].append(run_once([*py, *argv], out, cwd))
+            meds = {side: float(np.median(ts)) for side, ts in times.items()}
+            rows.append((name, cmd, meds, times))
+            print(f"{name}: " + "; ".join(f"{side} median {meds[side]:.2f} s" for side in meds), file=sys.stderr)
         print(f"\n### End-to-end CLI fitting ({dt.date.today().isoformat()})\n")
         print(f"Machine: {machine()}; load average at start {os.getloadavg()[0]:.1f}. Model: {desc}, "
-              f"latent 65+15+5, hidden 512, float32. Default fit settings (400 Adam steps, 1 restart, "
-              f"lambda {DEFAULT_LAMBDA:g}, preview PNG on for fit, off for batch). Wall time from process start to all "
-              f"files written, median of the runs.\n")
-        print("| case | command | median (s) | runs (s) |")
-        print("| --- | --- | ---: | --- |")
-        for name, cmd, med, ts in rows:
-            print(f"| {name} | {cmd} | {med:.2f} | {', '.join(f'{t:.2f}' for t in ts)} |")
+              f"latent 65+15+5, hidden 512, float32; the default model is the shipped `ict` (float16 file). "
+              f"Default fit settings (400 Adam steps, 1 restart, lambda {DEFAULT_LAMBDA:g}, preview PNG on for fit, "
+              f"off for batch). Wall time from process start to all files written, median of the runs"
+              + (", the two checkouts' runs alternating." if len(sides) > 1 else ".") + "\n")
+        names = [side for side, _, _ in sides]
+        head = "| case | command | " + " | ".join(f"{n} median (s)" for n in names)
+        print(head + (" | ratio |" if len(names) > 1 else " |") + " runs (s) |")
+        print("| --- | --- |" + " ---: |" * (len(names) + (len(names) > 1)) + " --- |")
+        for name, cmd, meds, times in rows:
+            cells = " | ".join(f"{meds[n]:.2f}" for n in names)
+            ratio = f" | {meds[names[1]] / meds[names[0]]:.2f}x" if len(names) > 1 else ""
+            runs = "; ".join(f"{n}: " + ", ".join(f"{t:.2f}" for t in times[n]) for n in names)
+            print(f"| {name} | {cmd} | {cells}{ratio} | {runs} |")
         print(f"\nRun: `.venv/bin/python benchmarks/bench_cli_fit.py --repeats {args.repeats} "
-              f"--batch-size {args.batch_size}`")
+              f"--batch-size {args.batch_size}" + (f" --compare {args.compare}" if args.compare else "") + "`")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

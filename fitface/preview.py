@@ -1,4 +1,5 @@
-"""Preview pictures of fits and of latent manipulations (numpy + OpenCV, no torch).
+"""Preview pictures of fits and of latent manipulations (numpy, Pillow for a fit's marks and text,
+OpenCV for strips and grids; no torch).
 
 Convention:
     * A fit is shown from the *model's* frontal view, whatever the capture's frame: the
@@ -57,16 +58,70 @@ def residual_colors(distances: np.ndarray, full_scale: float) -> np.ndarray:
     return np.round(np.stack([r, g, np.zeros_like(t)], axis=1) * 230 + 25).astype(np.uint8)
 
 
-def _legend(image: np.ndarray, lines: Sequence[str]) -> np.ndarray:
-    """Draw text lines on a dark band at the top of ``image`` (in place)."""
-    import cv2
+#: Supersampling factor of the landmark overlay (drawn at this scale, box-filtered down).
+_OVERLAY_SCALE = 3
 
-    font, scale, thick, step = cv2.FONT_HERSHEY_SIMPLEX, 0.42, 1, 16
+
+def _legend(image: np.ndarray, lines: Sequence[str]) -> np.ndarray:
+    """Draw text lines on a dark band at the top of ``image`` (in place; Pillow's default
+    FreeType font, anti-aliased)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    step = 16
     band = image[: 6 + step * len(lines)]
     band[:] = (band.astype(np.uint16) * 2 // 5).astype(np.uint8)  # darken for contrast
+    pil = Image.fromarray(image)
+    draw, font = ImageDraw.Draw(pil), ImageFont.load_default(12)
     for i, text in enumerate(lines):
-        cv2.putText(image, text, (6, 15 + i * step), font, scale, (240, 240, 240), thick, cv2.LINE_AA)
+        draw.text((6, 15 + i * step), text, fill=(240, 240, 240), font=font, anchor="ls")
+    image[:] = np.asarray(pil)
     return image
+
+
+def _landmark_overlay(image: np.ndarray, fitted_xy: np.ndarray, target_xy: np.ndarray,
+                      colors: np.ndarray) -> np.ndarray:
+    """Residual segments, target rings and fitted dots over ``image``, anti-aliased.
+
+    The marks' bounding box is upsampled ``_OVERLAY_SCALE`` times by pixel replication, drawn
+    on, and box-filtered back, so the rendered face is unchanged and the marks are smooth.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        fitted_xy, target_xy: (L, 2) float pixel coordinates (pixel centres at integer + 0.5).
+        colors: (L, 3) uint8 RGB per landmark.
+
+    Returns:
+        (H, W, 3) uint8 RGB, a new array.
+    """
+    from PIL import Image, ImageDraw
+
+    k = _OVERLAY_SCALE
+    h, w = image.shape[:2]
+    fxy, txy = np.asarray(fitted_xy, np.float64), np.asarray(target_xy, np.float64)
+    out = np.array(image)
+    if not len(fxy):
+        return out
+    # only the marks' bounding box (+ a ring's radius) is supersampled
+    pts = np.concatenate([fxy, txy])
+    x0, y0 = np.clip(np.floor(pts.min(0)).astype(int) - 4, 0, [w, h])
+    x1, y1 = np.clip(np.ceil(pts.max(0)).astype(int) + 4, 0, [w, h])
+    if x1 <= x0 or y1 <= y0:
+        return out
+    crop = out[y0:y1, x0:x1]
+    big = Image.fromarray(np.repeat(np.repeat(crop, k, axis=0), k, axis=1))
+    draw = ImageDraw.Draw(big)
+    # continuous pixel coordinates (pixel i spans [i, i + 1]) -> Pillow's (pixel centres at integers)
+    off = np.array([x0, y0], np.float64)
+    fxy, txy = (fxy - off) * k - 0.5, (txy - off) * k - 0.5
+    for (fx, fy), (tx, ty), c in zip(fxy, txy, colors):
+        col = tuple(int(x) for x in c)
+        draw.line([(fx, fy), (tx, ty)], fill=col, width=k)
+        r = 2.6 * k
+        draw.ellipse([tx - r, ty - r, tx + r, ty + r], outline=(255, 255, 255), width=k)
+        r = 1.8 * k
+        draw.ellipse([fx - r, fy - r, fx + r, fy + r], fill=col)
+    out[y0:y1, x0:x1] = np.asarray(big.resize((x1 - x0, y1 - y0), Image.BOX))
+    return out
 
 
 def fit_preview(
@@ -96,8 +151,6 @@ def fit_preview(
     Returns:
         (size, size, 3) uint8 RGB.
     """
-    import cv2
-
     from fitface.geometry.camera import frame_mesh
     from fitface.geometry.render import render_shaded
     from fitface.units import scale_between
@@ -107,23 +160,13 @@ def fit_preview(
     ft = np.asarray(fitted, dtype=np.float64).reshape(-1, 3)
     r = np.eye(3) if rotation is None else np.asarray(rotation, dtype=np.float64)
     cam = frame_mesh(np.concatenate([v, tg]), size=size, rotation=r.T)
-    img = render_shaded(v, faces, camera=cam, background=BACKGROUND).image.copy()
+    img = render_shaded(v, faces, camera=cam, background=BACKGROUND).image
     dist = np.linalg.norm(ft - tg, axis=1)  # (L,) capture unit
     full = RESIDUAL_FULL_SCALE_MM * scale_between("mm", unit)
     cols = residual_colors(dist, full)  # (L, 3)
     xy_t, _ = cam.project(tg)  # (L, 2) pixels
     xy_f, _ = cam.project(ft)
-    shift = 4
-    one = 1 << shift
-
-    def px(p):
-        return round((p[0] - 0.5) * one), round((p[1] - 0.5) * one)
-
-    for a, b, c in zip(xy_f, xy_t, cols):
-        col = tuple(int(x) for x in c)
-        cv2.line(img, px(a), px(b), col, 1, cv2.LINE_AA, shift)
-        cv2.circle(img, px(b), int(2.6 * one), (255, 255, 255), 1, cv2.LINE_AA, shift)
-        cv2.circle(img, px(a), int(1.8 * one), col, -1, cv2.LINE_AA, shift)
+    img = _landmark_overlay(img, xy_f, xy_t, cols)
     rms = float(np.sqrt(np.mean(dist**2))) if rms is None else float(rms)
     lines = ([title] if title else []) + [
         f"landmark RMS {rms:.3g} {unit}  max {dist.max():.3g} {unit}",

@@ -22,7 +22,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+import fitface
 
 REPO = Path(__file__).resolve().parents[1]
 #: The core's packages, as folders of the repository.
@@ -193,3 +196,33 @@ def test_the_fit_path_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_plain_fit_imports_neither_the_batch_track_code_nor_cv2(tmp_path):
+    """`fitface fit` on a landmark file: fitface.api loads only the single-capture path (PEP 562),
+    and the preview draws with Pillow, so neither cv2 (~0.07 s) nor fitface.api.batch_fit loads."""
+    from fitface.io.landmarks import save_landmarks
+
+    lm = tmp_path / "lm.txt"
+    with np.load(Path(fitface.__file__).parent / "demo_captures" / "ict_captures.npz") as z:
+        save_landmarks(lm, z["A_landmarks"], unit="m")
+    code = (
+        "import sys\n"
+        "from fitface.cli import main\n"
+        f"sys.argv = ['fitface', 'fit', '-l', {str(lm)!r}, '-o', {str(tmp_path / 'out')!r}, '-m', 'procedural']\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "print(sorted(m for m in ('cv2', 'torch', 'fitface.api.batch_fit', 'fitface.api.track', "
+        "'fitface.api.latent_edit', 'xml.sax') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert (tmp_path / "out" / "preview.png").stat().st_size > 1000
+
+
+def test_fitface_api_names_all_resolve():
+    import fitface.api as api
+
+    for name in api.__all__:
+        assert getattr(api, name) is not None
+    assert sorted(api.__all__) == sorted(set(api._EXPORTS) | set(api._OTHER))

@@ -177,3 +177,19 @@ def test_write_refuses_bad_extra_and_keeps_old_file(tmp_path, codes, extra, matc
         write_codes(tmp_path / "codes.json", bad)
     assert (tmp_path / "codes.json").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["codes.json"]
+
+
+def test_matrices_are_one_row_per_line_and_nan_in_an_array_names_its_key(tmp_path, codes):
+    res = np.random.default_rng(0).normal(size=(68, 3))
+    c = Codes(model_id="m", codes={"identity": [1.0]}, extra={"landmark_residuals": res})
+    write_codes(tmp_path / "c.json", c)
+    text = (tmp_path / "c.json").read_text()
+    assert read_codes(tmp_path / "c.json").extra["landmark_residuals"] == res.tolist()  # exact float64
+    rows = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("[") and ln.strip().rstrip(",").endswith("]")]
+    assert len(rows) == 68 and json.loads(rows[0].rstrip(",")) == res[0].tolist()
+    bad = res.copy()
+    bad[5, 1] = np.nan
+    with pytest.raises(ValueError, match=r"landmark_residuals\[5\]\[1\]: NaN"):
+        write_codes(tmp_path / "d.json", Codes(model_id="m", codes={"identity": [1.0]},
+                                                extra={"landmark_residuals": bad}))
+    assert not (tmp_path / "d.json").exists()

@@ -438,3 +438,18 @@ def test_the_format_lists_the_generator_tensors_the_networks_hold(kind):
     doc = {"generator": gen.config(), "num_vertices": 100}
     assert list(expected_generator_tensors(doc).items()) == [
         (f"generator.{k}", (tuple(v.shape), "float")) for k, v in gen.state_dict().items()]
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, ">f2", ">f4", ">f8"])
+def test_all_finite_reads_the_exponent_bits_exactly(dtype):
+    from fitface.io.model_file_format import all_finite
+
+    a = (np.random.default_rng(0).normal(size=(64, 33)) * 100).astype(dtype)
+    info = np.finfo(a.dtype)
+    a[0, 0], a[0, 1], a[0, 2] = info.max, -info.max, info.tiny / 4  # extremes and a subnormal: finite
+    assert all_finite(a) and all_finite(a[:, ::3]) and all_finite(np.zeros((0, 3), dtype))
+    for bad in (np.inf, -np.inf, np.nan):
+        b = a.copy()
+        b[40, 7] = bad
+        assert not all_finite(b) and not all_finite(b[:, ::7])
+        assert all_finite(b[:, ::2]) == bool(np.isfinite(b[:, ::2]).all())

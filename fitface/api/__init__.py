@@ -37,19 +37,40 @@ Convention:
       nothing is written when a fit fails.
 """
 
-from fitface.api.batch_fit import BatchResult, fit_batch
-from fitface.api.capture_fit import FitResult, fit
-from fitface.api.inputs import (
-    DEFAULT_LAMBDA,
-    choose_landmark_set,
-    load_fit_model,
-    parse_assignments,
-)
-from fitface.api.landmark_sets import add_landmark_set
-from fitface.api.latent_edit import CodesResult, interpolate, retarget, sample
-from fitface.api.sequence_retarget import SequenceRetargetResult, retarget_sequence
-from fitface.api.track import TrackCodes, TrackResult, read_track_codes, track
-from fitface.landmarks.set_files import read_landmark_set_file
+#: Public name -> the submodule that defines it. Submodules load on first use (PEP 562), so
+#: ``from fitface.api import fit`` imports the single-capture path only, not the batch, track
+#: or retarget code (a plain ``fitface fit`` stays fast).
+_EXPORTS = {
+    "BatchResult": "batch_fit", "fit_batch": "batch_fit",
+    "FitResult": "capture_fit", "fit": "capture_fit",
+    "DEFAULT_LAMBDA": "inputs", "choose_landmark_set": "inputs", "load_fit_model": "inputs",
+    "parse_assignments": "inputs",
+    "add_landmark_set": "landmark_sets",
+    "CodesResult": "latent_edit", "interpolate": "latent_edit", "retarget": "latent_edit", "sample": "latent_edit",
+    "SequenceRetargetResult": "sequence_retarget", "retarget_sequence": "sequence_retarget",
+    "TrackCodes": "track", "TrackResult": "track", "read_track_codes": "track", "track": "track",
+}
+_OTHER = {"read_landmark_set_file": "fitface.landmarks.set_files"}
+
+
+def __getattr__(name: str):
+    """Import the submodule that defines ``name`` on first use (PEP 562)."""
+    import importlib
+
+    if name in _EXPORTS:
+        module = importlib.import_module(f"fitface.api.{_EXPORTS[name]}")
+    elif name in _OTHER:
+        module = importlib.import_module(_OTHER[name])
+    else:
+        raise AttributeError(f"module 'fitface.api' has no attribute {name!r}")
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "DEFAULT_LAMBDA",

@@ -166,6 +166,8 @@ class PreparedCapture:
     unit_warning: str | None = None  # the unit could not be inferred: warned once the fit succeeds
     photo: Any = None  # fitface.api.photo_capture.PhotoFace for a face of a photo, else None
     fit_scale: bool = True  # estimate the similarity's scale (False: the unit's scale, a rigid fit)
+    scale_check: bool = False  # unit only inferred, scale "auto": test the rigid fit against a fitted scale
+    scale_mismatch: str | None = None  # the check chose a fitted scale: the one-line warning to issue
 
     @property
     def source(self) -> Path | None:
@@ -269,13 +271,15 @@ def infer_capture_unit(dec, targets: np.ndarray, set_name: str, name: str,
 
 
 def warn_unit(cap: PreparedCapture) -> None:
-    """Issue the capture's pending unit warning (see :func:`infer_capture_unit`), if any."""
-    if cap.unit_warning:
-        import warnings
+    """Issue the capture's pending unit or scale-mismatch warning (see :func:`infer_capture_unit`
+    and :func:`fitface.api.capture_fit.check_scale_mismatch`), if any."""
+    for text in (cap.unit_warning, cap.scale_mismatch):
+        if text:
+            import warnings
 
-        from fitface.errors import FitfaceWarning
+            from fitface.errors import FitfaceWarning
 
-        warnings.warn(FitfaceWarning(cap.unit_warning), stacklevel=3)
+            warnings.warn(FitfaceWarning(text), stacklevel=3)
 
 
 def check_scale_mode(scale: str) -> str:
@@ -329,6 +333,7 @@ def prepare_capture(dec, landmarks, scan=None, unit=None, landmark_set=None, nam
     cap = PreparedCapture(name, pts, cap_unit, source, scale_between(cap_unit, dec.unit), set_name, lpath, spath, mesh,
                           size_scale, warning)
     cap.fit_scale = choose_fit_scale(cap, check_scale_mode(scale))
+    cap.scale_check = scale == "auto" and source == "inferred" and not cap.fit_scale
     return cap
 
 

@@ -33,10 +33,13 @@ def fit_options(f):
                           "1.6; otherwise a warning and the model's unit)."),
         click.option("--scale", "scale", type=click.Choice(["auto", "unit", "free"]), default="auto",
                      show_default=True,
-                     help="The model-to-capture scale: auto = the unit's wherever the unit is known (given, "
-                          "stated in the file or inferred), fitted where it is only assumed; unit = always the "
-                          "unit's (a rigid fit); free = always fitted (a similarity). A known unit fixes the "
-                          "face's size, so its fit leaves size to the identity code (codes.json: scale_source)."),
+                     help="The model-to-capture scale: auto = the unit's where the unit is given or stated "
+                          "in the file; where it is only inferred, the unit's unless a fitted scale explains "
+                          "the landmarks clearly better (objective < 0.6x, scale off by > 5%: then fitted, "
+                          "with a warning; codes.json: scale_source \"fitted (scale mismatch)\"); fitted where "
+                          "the unit is only assumed; unit = always the unit's (a rigid fit); free = always "
+                          "fitted (a similarity). A known unit fixes the face's size, so its fit leaves size "
+                          "to the identity code (codes.json: scale_source)."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial codes."),
         click.option("--refine-surface", is_flag=True,
                      help="After the landmark fit, refine against the scan with a robust point-to-surface term."),
@@ -81,7 +84,8 @@ def fit(scan, landmarks, out_dir, model, lam, steps, restarts, landmark_set, uni
       fit.ply      the fitted mesh (the scan's format, or --format)
       codes.json   model_id, model (built-in name or file), codes per factor,
                    transform, lambda, unit (+ unit_source: argument, file,
-                   inferred or assumed; scale_source: unit or fitted),
+                   inferred or assumed; scale_source: unit, fitted
+                   or "fitted (scale mismatch)"),
                    landmark_residuals and landmark_rms
                    (capture unit), surface distances
       preview.png  shaded fit with targets and residuals coloured

@@ -221,6 +221,13 @@ def to_json(v: Any, key: str) -> Any:
             cannot be written to JSON"``).
     """
     if isinstance(v, np.ndarray):
+        if v.dtype.kind in "fiub":  # numbers: checked at once, not element by element
+            if v.dtype.kind == "f" and not np.isfinite(v).all():
+                where = tuple(int(i) for i in np.argwhere(~np.isfinite(v))[0])  # the first, as the walk names it
+                bad = v[where]
+                name = key + "".join(f"[{i}]" for i in where)
+                raise ValueError(f"{name}: {'NaN' if np.isnan(bad) else 'inf'} cannot be written to JSON")
+            return v.tolist()
         v = v.tolist()
     elif isinstance(v, np.generic):
         v = v.item()
@@ -235,6 +242,9 @@ def to_json(v: Any, key: str) -> Any:
     raise ValueError(f"{key}: cannot write a {type(v).__name__} to JSON")
 
 
+_NUMBER_TYPES = (int, float, bool)
+
+
 def _dump(v: Any, level: int = 0) -> str:
     """JSON with 2-space indent, each list of scalars (a code, a matrix row) on one line."""
     pad, inner = "  " * level, "  " * (level + 1)
@@ -244,6 +254,11 @@ def _dump(v: Any, level: int = 0) -> str:
         items = [f"{inner}{json.dumps(k)}: {_dump(x, level + 1)}" for k, x in v.items()]
         return "{\n" + ",\n".join(items) + f"\n{pad}}}"
     if isinstance(v, list) and any(isinstance(x, (dict, list)) for x in v):
+        if all(type(x) is list and all(type(y) in _NUMBER_TYPES for y in x) for x in v):
+            # a matrix of numbers (residuals, a rotation): one encoder call, a row per line; the
+            # separator "], [" cannot occur inside a number
+            text = json.dumps(v, allow_nan=False)
+            return "[\n" + inner + text[1:-1].replace("], [", "],\n" + inner + "[") + f"\n{pad}]"
         return "[\n" + ",\n".join(f"{inner}{_dump(x, level + 1)}" for x in v) + f"\n{pad}]"
     return json.dumps(v, allow_nan=False, ensure_ascii=False)
 

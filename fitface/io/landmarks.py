@@ -38,8 +38,6 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from xml.parsers import expat
-from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
@@ -380,6 +378,8 @@ def _parse_pts(text: str, p: Path):
 
 
 def _parse_pp(text: str, p: Path):
+    from xml.parsers import expat  # here, not at the top: xml.sax pulls in urllib (~20 ms a fit)
+
     parser = expat.ParserCreate()
     rows, names, tags, unit = [], [], [], None
 
@@ -491,6 +491,8 @@ def save_landmarks(
     elif suffix == ".pts":
         text = f"version: 1\nn_points: {len(rows)}\n{{\n" + "".join(" ".join(map(repr, r)) + "\n" for r in rows) + "}\n"
     else:  # .pp
+        from xml.sax.saxutils import quoteattr
+
         out = ['<!DOCTYPE PickedPoints>\n<PickedPoints>\n <DocumentData>\n']
         if unit:
             out.append(f'  <unit value="{unit}"/>\n')
