@@ -194,6 +194,24 @@ def read_targets(landmarks: Any) -> tuple[np.ndarray, str | None, Path | None]:
     return pts, None, None
 
 
+#: Largest landmark coordinate accepted (any unit): far beyond any real capture (a face in
+#: micrometres is ~1e5), and small enough that squared distances stay finite in float64.
+MAX_COORDINATE = 1e12
+
+
+def check_coordinate_range(points: np.ndarray, where: Any = None) -> None:
+    """One-line :class:`InputError` for finite landmarks too large to fit (e.g. 1e300).
+
+    Args:
+        points: (L, 3) float, capture unit. where: the file, for the message.
+    """
+    big = float(np.max(np.abs(points))) if np.size(points) else 0.0
+    if big > MAX_COORDINATE:
+        i = int(np.argmax(np.max(np.abs(points), axis=1)))
+        raise InputError(f"landmark {i} has a coordinate of magnitude {big:.3g}, beyond {MAX_COORDINATE:g} in any "
+                         f"unit: not a capture's coordinates", where)
+
+
 def choose_landmark_set(dec: Any, count: int, name: str | None = None, where: Any = None) -> str:
     """Name of the model's landmark set to use for ``count`` landmarks.
 
@@ -313,6 +331,7 @@ def prepare_capture(dec, landmarks, scan=None, unit=None, landmark_set=None, nam
     from fitface.units import check_unit, scale_between
 
     pts, file_unit, lpath = read_targets(landmarks)
+    check_coordinate_range(pts, lpath)
     set_name = choose_landmark_set(dec, pts.shape[0], landmark_set, lpath)
     if name is None:
         name = (lpath or (Path(scan) if isinstance(scan, (str, os.PathLike)) else None) or Path("capture")).stem

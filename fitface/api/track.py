@@ -133,6 +133,9 @@ def read_track_codes(path: PathLike) -> TrackCodes:
     p = Path(path)
     if not p.is_file():
         raise InputError("no such file", p)
+    with open(p, "rb") as fh:
+        if fh.read(4) != b"PK\x03\x04":  # an .npz is a zip archive; np.load would read anything else as a pickle
+            raise InputError("not a readable codes.npz (not a zip archive)", p)
     try:
         with np.load(p, allow_pickle=False) as d:
             data = {k: d[k] for k in d.files}
