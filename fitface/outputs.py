@@ -69,7 +69,8 @@ def write_fit_files(
     Returns:
         ``{"mesh": path, "codes": path, "preview": path}`` for the files written.
     """
-    from fitface.io.codes import write_codes
+    from fitface.io.atomic import write_text
+    from fitface.io.codes import format_codes
     from fitface.io.mesh import save_mesh
 
     out = Path(out_dir)
@@ -79,14 +80,16 @@ def write_fit_files(
     files["codes"] = out / CODES_NAME
     if preview is not None:
         files["preview"] = out / PREVIEW_NAME
-    # codes first (validates every number), then the mesh, then the picture
-    write_codes(files["codes"], codes)
+    # the codes are validated first (every number), but written last: a codes.json in a folder
+    # means its mesh and picture are complete (what `fitface batch --resume` relies on)
+    text = format_codes(codes)
     if write_mesh:
         save_mesh(files["mesh"], vertices, faces)
     if preview is not None:
         from fitface.io.image import write_png
 
         write_png(files["preview"], preview)
+    write_text(files["codes"], text)
     return files
 
 

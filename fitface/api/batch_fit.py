@@ -40,12 +40,15 @@ class BatchResult:
         failures: ``(name, reason)`` per capture that could not be fitted.
         files: summary files written.
         seconds: wall time.
+        resumed: captures kept from a previous run (``resume=True``), included in ``results``.
     """
 
     results: list[FitResult]
     failures: list[tuple[str, str]]
     files: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
+
+    resumed: int = 0
 
     @property
     def ok(self) -> bool:
@@ -104,6 +107,7 @@ def fit_batch(
     depth: str | None = None,
     all_faces: bool = False,
     mediapipe_model: PathLike | None = None,
+    resume: bool = False,
 ) -> BatchResult:
     """Fit many captures in vectorised optimisations; one bad capture never stops the batch.
 
@@ -124,6 +128,14 @@ def fit_batch(
         log: called with one-line messages.
         lam: default 1 for 3D captures, 30 for photos.
         depth, all_faces, mediapipe_model: photos only, as :func:`fitface.api.fit`.
+        resume: keep the captures of ``out_dir`` that a previous run of the same batch finished
+            (same model and options, recorded in ``OUT/batch.json``; a ``codes.json`` newer than
+            its inputs, with every file it lists): they are not refitted, and the summary covers
+            them and the rest. Half-written captures are redone (``codes.json`` is written last).
+            Exact: a chunk of :data:`BATCH_CHUNK` captures is kept when all of its captures are
+            finished, else refitted whole, as in the full run, so a resumed batch gives the results
+            of an uninterrupted one (a kill loses at most one chunk's work). 3D captures only; not
+            with ``sequence``.
         Other arguments: as :func:`fit` (applied to every capture).
 
     Returns:
@@ -154,6 +166,9 @@ def fit_batch(
     else:
         check_capture_options(depth=depth, all_faces=all_faces, mediapipe_model=mediapipe_model)
         check_scale_mode(scale)
+    if resume and (photos or sequence or out_dir is None):
+        raise InputError("--resume continues a batch of 3D captures written to an output folder "
+                         "(not photos, not --sequence)")
     dec = load_fit_model(model)
     indices = mediapipe_rows(dec) if photos else None  # a model without the set fails before mediapipe runs
     if lam is None:
@@ -165,6 +180,10 @@ def fit_batch(
                None if out_dir is None else Path(out_dir))
     failures: list[tuple[str, str]] = [(p.name, p.reason) for p in cset.problems]
     results: list[FitResult] = []
+    resumable, kept = False, 0
+    if run.out is not None and not photos and not sequence:
+        options = _batch_options(dec, run, unit, scale, landmark_set, freeze)
+        resumable = _record_options(run.out, options, shard_kn, resume, say)
     rank: dict[str, int] = {}  # result name -> its place in capture order
 
     def prepared(caps: list[PreparedCapture]) -> list[PreparedCapture]:
@@ -215,15 +234,117 @@ def fit_batch(
         tick = _ticker(progress, len(caps))
         for group in groups.values():
             for i in range(0, len(group), chunk):
-                _fit_and_write(dec, group[i:i + chunk], run, results, failures, tick)
+                part = group[i:i + chunk]
+                if not sequence:
+                    for j, c in enumerate(part):  # its place in its chunk seeds its start, resumed or not
+                        c.init_row = j
+                if resumable:  # a chunk is kept whole or refitted whole: the engine's float results
+                    # depend on which captures share a call (BLAS blocking, amplified by Adam where a
+                    # gradient is ~0), so only the full run's chunks reproduce its results exactly
+                    done = [_finished_result(dec, c, run) for c in part]
+                    if all(d is not None for d in done):
+                        results.extend(done)
+                        kept += len(done)
+                        for _ in done:
+                            tick()
+                        continue
+                _fit_and_write(dec, part, run, results, failures, tick)
+        if resume:
+            say(f"--resume: kept {kept} captures finished by the previous run, fitted {len(caps) - kept}")
     results.sort(key=lambda r: rank.get(r.name, 0))
     failures.sort(key=lambda f: natural_key(f[0]))
     batch = BatchResult(results, failures, {}, 0.0)
+    batch.resumed = kept
     batch.seconds = time.perf_counter() - t0
     if run.out is not None:
         batch.files = write_summary(run.out, batch, dec.model_id, cset.ignored, shard_kn, sequence,
                                     model_reference(dec))
     return batch
+
+
+# ------------------------------------------------------------------------------ resume
+def _batch_options(dec, run: _Run, unit, scale, landmark_set, freeze) -> dict[str, Any]:
+    """Everything that decides a capture's result in a batch of 3D captures (``batch.json``)."""
+    from fitface.io.codes import to_json
+
+    return to_json({
+        "model_id": dec.model_id, "lambda": float(run.lam), "steps": run.steps, "restarts": run.restarts,
+        "seed": int(run.seed), "unit": unit, "scale": scale, "landmark_set": landmark_set,
+        "refine_surface": bool(run.refine), "freeze": {k: np.asarray(v).tolist() for k, v in sorted(run.freeze_codes.items())},
+        "format": run.suffix, "meshes": bool(run.meshes), "previews": bool(run.previews),
+        "chunk": BATCH_CHUNK,
+    }, "batch")
+
+
+def _record_options(out: Path, options: dict[str, Any], shard_kn, resume: bool, say) -> bool:
+    """Write ``OUT/batch[-K-of-N].json`` (the batch's options); with ``resume``, first compare it
+    with the previous run's. Returns whether finished captures may be kept.
+
+    Raises:
+        InputError: ``resume`` and the previous run used other options.
+    """
+    import json
+
+    from fitface.io.atomic import write_text
+
+    tag = "" if shard_kn is None else f"-{shard_kn[0]}-of-{shard_kn[1]}"
+    path = out / f"batch{tag}.json"
+    keep = False
+    if resume:
+        try:
+            before = json.loads(path.read_text()).get("options")
+        except (OSError, ValueError, AttributeError):
+            before = None
+        if before is None:
+            say(f"--resume: no readable {path.name} in {out} (not a batch's folder, or one from before --resume): "
+                f"fitting every capture")
+        elif before != options:
+            diff = [k for k in options if before.get(k) != options[k]] or sorted(set(before) - set(options))
+            raise InputError(f"--resume: the batch in this folder was made with other options ({', '.join(diff)}); "
+                             f"rerun without --resume, or into another folder", out)
+        else:
+            keep = True
+    write_text(path, json.dumps({"format_version": 1, "options": options}, indent=1) + "\n")
+    return keep
+
+
+def _finished_result(dec, cap: PreparedCapture, run: _Run) -> FitResult | None:
+    """The previous run's result of ``cap`` when it is complete and current, else None.
+
+    Complete: ``codes.json`` (written last) reads, names this model, the capture's own files and
+    the run's fit options, is not older than those files, and every output file exists."""
+    from fitface.fitting.similarity import Similarity
+    from fitface.io.codes import read_codes
+    from fitface.outputs import CODES_NAME, MESH_NAME, PREVIEW_NAME
+
+    folder = _out_folder(run.out, cap)
+    path = folder / CODES_NAME
+    try:
+        made = path.stat().st_mtime
+        codes = read_codes(path)
+    except (OSError, InputError):
+        return None
+    ex = codes.extra
+    same = (codes.model_id == dec.model_id and ex.get("lambda") == float(run.lam) and ex.get("steps") == run.steps
+            and ex.get("restarts") == run.restarts and ex.get("seed") == int(run.seed)
+            and ex.get("landmarks_file") == (None if cap.landmarks_path is None else str(cap.landmarks_path))
+            and ex.get("scan_file") == (None if cap.scan_path is None else str(cap.scan_path)))
+    if not same:
+        return None
+    files = {"codes": path}
+    if run.meshes:
+        files["mesh"] = folder / f"{MESH_NAME}{run.suffix or mesh_suffix(None, cap.scan_path)}"
+    if run.previews:
+        files["preview"] = folder / PREVIEW_NAME
+    try:
+        inputs = [p.stat().st_mtime for p in (cap.landmarks_path, cap.scan_path) if p is not None]
+        if any(t > made for t in inputs) or not all(f.is_file() for f in files.values()):
+            return None
+    except OSError:
+        return None
+    tr = codes.transform
+    transform = Similarity(np.array([tr["scale"]]), np.array([tr["rotation"]]), np.array([tr["translation"]]))
+    return FitResult(cap.name, None, np.asarray(dec.faces), codes, cap.targets, None, transform, files)
 
 
 def _capture_set(captures: PathLike | Sequence[Any]):

@@ -157,6 +157,8 @@ def _fit_config(dec, caps, lam, steps, restarts, seed, freeze_codes, sequence, s
         kw["sequence_smoothness"] = float(smoothness)
         if "identity" in dec.layout.names and "identity" not in freeze_codes:
             kw["shared"] = np.zeros(len(caps), dtype=np.int64)
+    elif caps and all(c.init_row is not None for c in caps):
+        kw["init_rows"] = np.array([c.init_row for c in caps], dtype=np.int64)
     return FitConfig(**kw)
 
 

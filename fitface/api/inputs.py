@@ -168,6 +168,7 @@ class PreparedCapture:
     fit_scale: bool = True  # estimate the similarity's scale (False: the unit's scale, a rigid fit)
     scale_check: bool = False  # unit only inferred, scale "auto": test the rigid fit against a fitted scale
     scale_mismatch: str | None = None  # the check chose a fitted scale: the one-line warning to issue
+    init_row: int | None = None  # row of the seed's initial-code stream (a batch: its place in its chunk)
 
     @property
     def source(self) -> Path | None:

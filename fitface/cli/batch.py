@@ -10,7 +10,7 @@ from fitface.cli.fit import fit_options
 @click.command("batch")
 @click.argument("capture_dir", type=click.Path(path_type=str))
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str),
-              help="Output folder: OUT_DIR/<name>/ per capture, summary.csv, summary.json, failures.txt.")
+              help="Output folder: OUT_DIR/<name>/ per capture, summary.csv, summary.json, failures.txt, batch.json (the options).")
 @fit_options
 @click.option("--shard", default=None, metavar="K/N",
               help="Fit only shard K of N (1-based; contiguous blocks of the naturally sorted names), to split "
@@ -22,10 +22,15 @@ from fitface.cli.fit import fit_options
               help="With --sequence: weight of sum_t ||z_exp(t+1) - z_exp(t)||^2.")
 @click.option("--previews", is_flag=True, help="Also write preview.png per capture (costs ~30 ms each).")
 @click.option("--no-meshes", is_flag=True, help="Write codes.json only (no fitted mesh per capture).")
+@click.option("--resume", is_flag=True,
+              help="Continue a batch that was stopped (killed, out of time): captures that OUT_DIR already holds "
+                   "complete, made by the same model and options (OUT_DIR/batch.json), are kept, not refitted; "
+                   "half-written ones are redone; the summary covers all. The results equal an uninterrupted "
+                   "run's. Refused with other options (exit 2).")
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary JSON on stdout.")
 def batch(capture_dir, out_dir, model, lam, steps, restarts, landmark_set, unit, scale, seed, refine_surface, freeze, fmt,
-          all_faces, depth, mediapipe_model, shard, sequence, smoothness, previews, no_meshes, no_progress, as_json):
+          all_faces, depth, mediapipe_model, shard, sequence, smoothness, previews, no_meshes, resume, no_progress, as_json):
     """Fit every capture in CAPTURE_DIR in vectorised optimisations.
 
     \b
@@ -66,7 +71,7 @@ def batch(capture_dir, out_dir, model, lam, steps, restarts, landmark_set, unit,
                         landmark_set=landmark_set, unit=unit, scale=scale, seed=seed, refine_surface=refine_surface,
                         freeze=list(freeze), shard=shard, sequence=sequence, smoothness=smoothness, format=fmt,
                         previews=previews, meshes=not no_meshes, progress=progress, log=log, depth=depth,
-                        all_faces=all_faces, mediapipe_model=mediapipe_model)
+                        all_faces=all_faces, mediapipe_model=mediapipe_model, resume=resume)
     finally:
         if bar is not None:
             bar.close()

@@ -116,13 +116,21 @@ def initial_codes(decoder, cfg, nb: int, init_z: np.ndarray | None = None):
 
     Restart codes are ``z ~ N(0, init_scale^2 I)`` from ``cfg.seed`` (restart 0 is zero with
     ``init="zero"``, or ``init_z`` when given), then the ``cfg.freeze`` blocks overwrite them.
+    Capture ``b`` takes row ``b`` of the seed's (rows, K, D) stream, or row ``cfg.init_rows[b]``
+    when that is given, so a capture's start does not depend on which others share its call.
 
     Returns:
         ``(z0 (B, K, D) float64, frozen (D,) bool, frozen_values (B, D) float64)``.
     """
     dim = decoder.latent_dim
     rng = np.random.default_rng(cfg.seed)
-    z0 = rng.standard_normal((nb, cfg.restarts, dim)) * cfg.init_scale
+    rows = getattr(cfg, "init_rows", None)
+    if rows is None:
+        z0 = rng.standard_normal((nb, cfg.restarts, dim)) * cfg.init_scale
+    else:  # capture b starts from row rows[b] of the seed's stream (a batch's place, kept on --resume)
+        rows = np.asarray(rows, dtype=np.int64)
+        check_shape("init_rows", rows, (nb,))
+        z0 = rng.standard_normal((int(rows.max()) + 1 if nb else 0, cfg.restarts, dim))[rows] * cfg.init_scale
     if cfg.init == "zero":
         z0[:, 0] = 0.0
     if init_z is not None:

@@ -85,6 +85,9 @@ class FitConfig:
             captures of the same group (in batch order), ``f = smooth_factor``.
         smooth_factor: the smoothed block (``"expression"``).
         history_every: record the mean objective every this many steps (0: never).
+        init_rows: None, or (B,) int: capture ``b`` starts from row ``init_rows[b]`` of the seed's
+            stream of initial codes (default: row ``b``); a batch passes each capture's place in
+            its chunk, so that a resumed batch starts every capture where the full run did.
     """
 
     lam: float = 1.0
@@ -104,6 +107,7 @@ class FitConfig:
     sequence_smoothness: float = 0.0
     smooth_factor: str = "expression"
     history_every: int = 10
+    init_rows: Any = None
     betas: tuple[float, float] = BETAS
 
     def validate(self) -> None:

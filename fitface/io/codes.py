@@ -264,7 +264,13 @@ def _dump(v: Any, level: int = 0) -> str:
 
 
 def write_codes(path: str | os.PathLike, codes: Codes) -> None:
-    """Validate ``codes`` and write them atomically as pretty JSON (exact float64 values).
+    """Validate ``codes`` and write them atomically as pretty JSON (exact float64 values):
+    ``write_text(path, format_codes(codes))``."""
+    write_text(path, format_codes(codes))
+
+
+def format_codes(codes: Codes) -> str:
+    """Validate ``codes`` and return the text :func:`write_codes` writes (exact float64 values).
 
     Raises:
         ValueError: naming the key, for anything :func:`read_codes` would reject, a NaN/inf
@@ -294,7 +300,7 @@ def write_codes(path: str | os.PathLike, codes: Codes) -> None:
         out["transform"] = to_json(checked.transform, "transform")
     for k, v in codes.extra.items():
         out[str(k)] = to_json(v, str(k))
-    write_text(path, _dump(out) + "\n")
+    return _dump(out) + "\n"
 
 
-__all__ = ["FORMAT_VERSION", "ROTATION_ATOL", "Codes", "read_codes", "to_json", "write_codes"]
+__all__ = ["FORMAT_VERSION", "ROTATION_ATOL", "Codes", "format_codes", "read_codes", "to_json", "write_codes"]
