@@ -231,6 +231,21 @@ def test_cli_evaluate_writes_the_report(baseline_file, dataset, tmp_path):
     assert {Path(f["file"]).name for f in doc["figures"]} >= {"samples_3DMM.png", "table2_heatmaps.png"}
 
 
+def test_cli_evaluate_shows_each_long_stage_and_no_progress_hides_it(baseline_file, dataset, tmp_path, capsys):
+    from fitface.cli import main
+
+    argv = ["evaluate", str(baseline_file), "--data", str(dataset.path), "--n-samples", "20", "--pairs", "50",
+            "--test-captures", "5", "--steps", "20", "--lambdas", "0", "--skip", "retarget", "--skip", "dense",
+            "--skip", "table2_noisy", "--no-figures"]
+    assert main([*argv, "-o", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    for stage in ("table 1: 3DMM: diversity", "table 1: 3DMM: specificity samples", "table 2: 3DMM lambda=0"):
+        assert stage in err, err
+    assert main([*argv, "-o", str(tmp_path / "b"), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "diversity:" not in err and "specificity samples" not in err and "table 1: 3DMM: Div" in err
+
+
 def test_cli_parts_are_the_evaluations_parts():
     """The CLI keeps its own tuple (its module imports no numpy); it must be the evaluation's."""
     from fitface.cli.evaluate import PARTS as CLI_PARTS

@@ -340,3 +340,23 @@ def _b_codes(dec, folder):
     parts = {k: np.asarray(v).tolist() for k, v in lay.split(z).items()}
     write_codes(folder / "b.json", Codes(dec.model_id, parts, None, "mm", {}, MODEL))
     return folder / "b.json"
+
+
+def test_retarget_sequence_onto_a_fit_with_a_transform(tracked, dec, tmp_path):
+    """B from a real fit carries a transform: every frame is placed in B's capture frame
+    (crashed with `points: expected shape (1, *, 3)` before)."""
+    import fitface
+    from fitface.fitting.similarity import Similarity
+    from fitface.geometry.camera import rotation_yaw_pitch
+    from fitface.io.codes import Codes, write_codes
+
+    out, codes = tracked
+    lay = dec.layout
+    parts = {k: np.asarray(v).tolist() for k, v in lay.split(np.zeros(lay.dim)).items()}
+    tb = Similarity(np.array([0.001]), rotation_yaw_pitch(20.0, -10.0, 5.0)[None], np.array([[0.1, 1.5, 0.3]]))
+    write_codes(tmp_path / "b.json", Codes(dec.model_id, parts, tb.to_json(), "m", {}, MODEL))
+    res = fitface.retarget(out / "codes.npz", tmp_path / "b.json")
+    model = fitface.retarget(out / "codes.npz", tmp_path / "b.json", model_frame=True)
+    assert res.unit == "m" and res.vertices.shape == model.vertices.shape == (len(codes.expression),
+                                                                                dec.num_vertices, 3)
+    np.testing.assert_allclose(res.vertices, tb.repeat(len(res.vertices)).apply(model.vertices), atol=1e-9)

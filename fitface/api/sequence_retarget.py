@@ -118,7 +118,7 @@ def retarget_sequence(
     verts = np.asarray(dec.vertices(z), dtype=np.float64)  # (T, V, 3) model frame and unit
     unit, transform = dec.unit, None
     if not model_frame and b.transform is not None:
-        tb = Similarity.from_json(b.transform)
+        tb = Similarity.from_json(b.transform).repeat(t)  # B's one transform, for every frame
         verts = np.asarray(tb.apply(verts), dtype=np.float64)
         unit, transform = (b.unit or dec.unit), b.transform
     faces = np.asarray(dec.faces, dtype=np.int64)

@@ -19,6 +19,32 @@ def _lambdas(ctx, param, value):
     return out
 
 
+def _bars():
+    """``bar(label)`` -> a ``(done, total)`` callback drawing a tqdm bar on stderr (closed at done
+    == total); off a terminal it updates at most every 30 s, a line with the time left."""
+    import sys
+
+    from tqdm import tqdm
+
+    tty = sys.stderr.isatty()
+
+    def bar(label: str):
+        state: dict = {}
+
+        def update(done: int, total: int) -> None:
+            if "bar" not in state:
+                state["bar"] = tqdm(total=total, desc=label, file=sys.stderr, leave=False, dynamic_ncols=True,
+                                    mininterval=0.5 if tty else 30.0, ascii=not tty)
+            b = state["bar"]
+            b.update(done - b.n)
+            if done >= total:
+                b.close()
+
+        return update
+
+    return bar
+
+
 @click.command("evaluate")
 @click.argument("models", nargs=-1, required=True, metavar="MODEL...")
 @click.option("--data", "data_dir", required=True, type=click.Path(path_type=str),
@@ -62,9 +88,12 @@ def _lambdas(ctx, param, value):
 @click.option("--no-figures", is_flag=True, help="Write no figures.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seeds every random draw.")
 @click.option("--overwrite", is_flag=True, help="Write into an existing report folder.")
+@click.option("--no-progress", is_flag=True,
+              help="No progress bars on stderr (by default each long stage shows one, with its rate and "
+                   "time left; where stderr is not a terminal, a line every 30 s).")
 def evaluate(models, data_dir, out_dir, n_samples, pairs, decoupling_n, decoupling_m, lambdas, test_captures,
              retarget_pairs, dense_retarget, noisy_landmark_mm, dense_identities, skip, train_embedders, ict_source,
-             steps, similarity, noise_mm, no_figures, seed, overwrite):
+             steps, similarity, noise_mm, no_figures, seed, overwrite, no_progress):
     """Evaluate MODELs (files or built-in names) on a dataset with the paper's metrics and benchmarks.
 
     \b
@@ -118,5 +147,5 @@ def evaluate(models, data_dir, out_dir, n_samples, pairs, decoupling_n, decoupli
     def say(msg: str) -> None:
         click.echo(f"[{time.perf_counter() - t0:6.1f} s] {msg}", err=True)
 
-    run_evaluation(list(models), data_dir, out, opts, log=say)
+    run_evaluation(list(models), data_dir, out, opts, log=say, progress=None if no_progress else _bars())
     click.echo(f"wrote {out / 'report.md'} and report.json ({time.perf_counter() - t0:.1f} s)", err=True)

@@ -298,8 +298,8 @@ class CoefficientDecouplingResult:
 
 
 def coefficient_decoupling(model, dataset_path: str | os.PathLike, factor: str, n: int = 100, m: int = 100,
-                           seed: int = 0, regressor: CoefficientRegressor | None = None
-                           ) -> CoefficientDecouplingResult:
+                           seed: int = 0, regressor: CoefficientRegressor | None = None,
+                           progress: Callable[[int, int], None] | None = None) -> CoefficientDecouplingResult:
     """Ground-truth decoupling ratio of ``factor`` (datasets with generating coefficients).
 
     Args:
@@ -309,6 +309,7 @@ def coefficient_decoupling(model, dataset_path: str | os.PathLike, factor: str, 
         n, m, seed: as :func:`decoupling_score` (the same faces for the same seed).
         regressor: a fitted :class:`CoefficientRegressor` (reuse across models; fitted here
             when None).
+        progress: optional ``progress(done, total)`` over the n (1 + m) faces.
 
     Raises:
         ValueError: the dataset has no coefficients for ``factor``, or topologies differ.
@@ -322,7 +323,13 @@ def coefficient_decoupling(model, dataset_path: str | os.PathLike, factor: str, 
     scale = _unit_scale(model, regressor.unit, regressor.num_vertices)
     anchors, comp = paired_codes(model.layout, factor, n, m, seed, dtype=torch.float32)
     codes = torch.cat([anchors, comp.reshape(n * m, -1)])
-    c = np.concatenate([regressor.predict(v) for v in _decoded(model, codes, scale)])  # (n + n m, c)
+    preds, done = [], 0
+    for v in _decoded(model, codes, scale):
+        preds.append(regressor.predict(v))
+        done += len(v)
+        if progress is not None:
+            progress(done, len(codes))
+    c = np.concatenate(preds)  # (n + n m, c)
     ca, cc = c[:n], c[n:].reshape(n, m, -1)
     shared = np.linalg.norm(cc - ca[:, None], axis=-1).mean()
     unshared = np.linalg.norm(np.roll(cc, -1, axis=0) - ca[:, None], axis=-1).mean()

@@ -172,7 +172,8 @@ def near_training_share(nearest: torch.Tensor, to_template: torch.Tensor, near_r
 
 
 def diversity(decode: Callable[[torch.Tensor], torch.Tensor], layout, num_pairs: int,
-              generator: torch.Generator, batch: int = 64) -> dict[str, float]:
+              generator: torch.Generator, batch: int = 64,
+              progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
     """Diversity of §5.3 over ``num_pairs`` pairs: global and with each factor's code shared.
 
     Args:
@@ -180,9 +181,11 @@ def diversity(decode: Callable[[torch.Tensor], torch.Tensor], layout, num_pairs:
         layout: latent layout.
         num_pairs: pairs per value.
         generator: CPU generator (fixes the codes).
+        progress: optional ``progress(done, total)`` over all the pairs of every value.
     """
     out = {}
-    for shared in (None, *layout.factors):
+    values = (None, *layout.factors)
+    for j, shared in enumerate(values):
         total, done = 0.0, 0
         while done < num_pairs:
             n = min(batch, num_pairs - done)
@@ -193,6 +196,8 @@ def diversity(decode: Callable[[torch.Tensor], torch.Tensor], layout, num_pairs:
                 zb[:, sl] = za[:, sl]
             total += float(mean_vertex_distance(decode(za), decode(zb)).sum())
             done += n
+            if progress is not None:
+                progress(j * num_pairs + done, len(values) * num_pairs)
         out["global" if shared is None else f"shared_{shared}"] = total / num_pairs
     return out
 

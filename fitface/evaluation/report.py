@@ -206,8 +206,10 @@ def training_diversity(ds, num_pairs: int, seed: int) -> dict[str, float]:
     return out
 
 
-def table1_row(entry: ModelEntry, ds, dataset_path, opts: EvaluationOptions, nearest, log) -> dict[str, Any]:
-    """Table 1 numbers of one model (see the module docstring); missing parts get a note."""
+def table1_row(entry: ModelEntry, ds, dataset_path, opts: EvaluationOptions, nearest, log,
+               progress=None) -> dict[str, Any]:
+    """Table 1 numbers of one model (see the module docstring); missing parts get a note.
+    ``progress(label)`` returns one stage's ``(done, total)`` callback (a progress bar), if given."""
     import torch
 
     from fitface.evaluation.diversity_specificity import diversity
@@ -224,7 +226,9 @@ def table1_row(entry: ModelEntry, ds, dataset_path, opts: EvaluationOptions, nea
     def decode(z):
         return model.decode(z) * to_mm
 
-    div = diversity(decode, model.layout, int(opts.pairs), torch.Generator().manual_seed(int(opts.seed)))
+    bar = progress or (lambda label: None)
+    div = diversity(decode, model.layout, int(opts.pairs), torch.Generator().manual_seed(int(opts.seed)),
+                    progress=bar(f"table 1: {entry.name}: diversity"))
     row["div"] = div.get("global")
     row["div_id"] = div.get("shared_identity")
     row["div_exp"] = div.get("shared_expression")
@@ -232,8 +236,14 @@ def table1_row(entry: ModelEntry, ds, dataset_path, opts: EvaluationOptions, nea
     t0 = time.perf_counter()
     g = torch.Generator().manual_seed(int(opts.seed) + 1)
     z = torch.randn(int(opts.n_samples), model.layout.dim, generator=g)
+    spec = bar(f"table 1: {entry.name}: specificity samples")
+    parts = []
     with torch.no_grad():
-        samples = torch.cat([model.decode(z[i:i + 100]) * to_ds for i in range(0, len(z), 100)])
+        for i in range(0, len(z), 100):
+            parts.append(model.decode(z[i:i + 100]) * to_ds)
+            if spec is not None:
+                spec(min(i + 100, len(z)), len(z))
+    samples = torch.cat(parts)
     d, _ = nearest(samples.float())
     row["sp"] = float(d.mean()) * scale_between(ds.unit, "mm")
     row["specificity_seconds"] = time.perf_counter() - t0
@@ -251,7 +261,7 @@ def table1_row(entry: ModelEntry, ds, dataset_path, opts: EvaluationOptions, nea
             t0 = time.perf_counter()
             try:
                 r = decoupling_score(model, dataset_path, factor, int(opts.decoupling_n), int(opts.decoupling_m),
-                                     int(opts.seed))
+                                     int(opts.seed), progress=bar(f"table 1: {entry.name}: Dec-{factor[:3]}"))
                 row[key] = r.score
                 row[f"{key}_unshared"] = r.unshared_score
                 row[f"{key}_seconds"] = time.perf_counter() - t0
@@ -260,7 +270,8 @@ def table1_row(entry: ModelEntry, ds, dataset_path, opts: EvaluationOptions, nea
         if factor in ds.coefficients:
             try:
                 c = coefficient_decoupling(model, dataset_path, factor, int(opts.decoupling_n),
-                                           int(opts.decoupling_m), int(opts.seed))
+                                           int(opts.decoupling_m), int(opts.seed),
+                                           progress=bar(f"table 1: {entry.name}: {factor} coefficients"))
                 row[f"coef_{key}"] = c.ratio
                 row[f"coef_{key}_r2"] = c.r2
             except ValueError as exc:
@@ -518,7 +529,8 @@ def dense_part(entries, ds, opts: EvaluationOptions, say: Callable[[str], None])
 
 
 def run_evaluation(model_paths, data_dir, out_dir, opts: EvaluationOptions | None = None,
-                   log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                   log: Callable[[str], None] | None = None,
+                   progress: Callable[[str], Callable[[int, int], None]] | None = None) -> dict[str, Any]:
     """Evaluate models on a dataset and write ``report.md``, ``report.json``, ``figures/*.png``.
 
     Args:
@@ -528,6 +540,8 @@ def run_evaluation(model_paths, data_dir, out_dir, opts: EvaluationOptions | Non
         out_dir: the report folder (created).
         opts: :class:`EvaluationOptions`.
         log: progress line logger.
+        progress: ``progress(label)`` -> a ``(done, total)`` callback for one stage's loop (the
+            CLI draws a tqdm bar with its rate and time left on stderr), or None.
 
     Returns:
         The report document (as written to ``report.json``).
@@ -603,7 +617,7 @@ def run_evaluation(model_paths, data_dir, out_dir, opts: EvaluationOptions | Non
         ref = torch.from_numpy(np.ascontiguousarray(ds.read(tr)))
         nearest = NearestFace(ref, vertex_groups(ds.template_vertices))
         td = training_diversity(ds, int(opts.pairs), int(opts.seed))
-        rows = {e.name: table1_row(e, ds, data_dir, opts, nearest, say) for e in entries}
+        rows = {e.name: table1_row(e, ds, data_dir, opts, nearest, say, progress) for e in entries}
         del ref, nearest
         report["table1"] = {"config": {"n_samples": opts.n_samples, "pairs": opts.pairs,
                                        "decoupling_n": opts.decoupling_n, "decoupling_m": opts.decoupling_m,
@@ -638,7 +652,7 @@ def run_evaluation(model_paths, data_dir, out_dir, opts: EvaluationOptions | Non
                             similarity=bool(opts.similarity), noise_mm=float(opts.noise_mm))
         if want2:
             t0 = time.perf_counter()
-            sparse = run_sparse_reconstruction(models, sub, t2_cfg, log=say)
+            sparse = run_sparse_reconstruction(models, sub, t2_cfg, log=say, progress=progress)
             report["table2"] = sparse.to_json()
             timings["table2"] = time.perf_counter() - t0
             if opts.figures:
@@ -653,7 +667,7 @@ def run_evaluation(model_paths, data_dir, out_dir, opts: EvaluationOptions | Non
             t0 = time.perf_counter()
             cfg = replace(t2_cfg, similarity=True, noise_mm=float(opts.noisy_noise_mm))
             say(f"table 2, noisy: landmark noise {cfg.noise_mm:g} mm and a random rigid motion ...")
-            report["table2_noisy"] = run_sparse_reconstruction(models, sub, cfg, log=say).to_json()
+            report["table2_noisy"] = run_sparse_reconstruction(models, sub, cfg, log=say, progress=progress).to_json()
             timings["table2_noisy"] = time.perf_counter() - t0
         if wantr:
             from fitface.evaluation.retargeting import RetargetConfig, run_retargeting

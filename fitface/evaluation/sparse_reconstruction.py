@@ -328,19 +328,23 @@ def fit_captures(decoder, targets: np.ndarray, landmark_set, lam: float, cfg: Sp
                        estimate_similarity=estimate_similarity, history_every=0)
         if cfg.lr is not None:
             fc.lr = float(cfg.lr)
-        res = fit_landmarks(decoder, targets[s:s + FIT_CHUNK], landmark_set, fc, unit_scale=unit_scale)
+        chunks, steps = -(-len(targets) // FIT_CHUNK), int(cfg.steps)
+        step_progress = None if progress is None else (
+            lambda i, n, k=k: progress(k * steps + i, chunks * steps))  # (done, total) in Adam steps
+        res = fit_landmarks(decoder, targets[s:s + FIT_CHUNK], landmark_set, fc, unit_scale=unit_scale,
+                            progress=step_progress)
         zs.append(res.z)
         ts.append(res.transform)
         rms.append(res.rms_model)
-        if progress is not None:
-            progress(min(s + FIT_CHUNK, len(targets)), len(targets))
     transform = Similarity.stack(ts) if estimate_similarity else None
     return np.concatenate(zs), transform, np.concatenate(rms)
 
 
 def run_sparse_reconstruction(models: dict[str, Any], captures, config: SparseConfig | None = None,
-                              log: Callable[[str], None] | None = None) -> SparseResult:
-    """Table 2 for every model (see the module docstring).
+                              log: Callable[[str], None] | None = None,
+                              progress: Callable[[str], Callable[[int, int], None]] | None = None) -> SparseResult:
+    """Table 2 for every model (see the module docstring); ``progress(label)`` returns the
+    ``(done, total)`` callback of one model x lambda's fits (a progress bar), if given.
 
     Args:
         models: display name -> numpy decoder (:func:`fitface.api.load_fit_model`) or model file.
@@ -386,7 +390,9 @@ def run_sparse_reconstruction(models: dict[str, Any], captures, config: SparseCo
         errors[name] = {}
         for lam in cfg.lambdas:
             t1 = time.perf_counter()
-            z, transform, rms_model = fit_captures(dec, targets, lset, lam, cfg, motion is not None, unit_scale)
+            bar = None if progress is None else progress(f"table 2: {name} lambda={lam:g}")
+            z, transform, rms_model = fit_captures(dec, targets, lset, lam, cfg, motion is not None, unit_scale,
+                                                   progress=bar)
             errs = _measure(dec, z, transform, motion, unit_scale, gt, dist, examples)
             errs.landmark_rms = rms_model * scale_between(dec.unit, "mm")
             errs.surface_rmse *= to_mm
