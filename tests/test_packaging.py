@@ -70,3 +70,24 @@ def test_cli_help_and_version(flag):
     res = subprocess.run([sys.executable, "-m", "fitface", flag], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert ("fitface" in res.stdout) and ("Usage" in res.stdout or "0.1.0" in res.stdout)
+
+
+def test_make_refuses_pythons_without_mediapipe_wheels_in_one_line():
+    """The Makefile's version check and pyproject's requires-python agree (3.10-3.12)."""
+    import re
+    import subprocess
+    import sys
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "Makefile").read_text()
+    m = re.search(r"^PYTHON_OK := (.*?)\n(?!\t)", text, re.S | re.M)
+    snippet = m.group(1).replace("\\\n\t", "")
+    assert tomllib.loads((root / "pyproject.toml").read_text())["project"]["requires-python"] == ">=3.10,<3.13"
+    for version, ok in (((3, 9), False), ((3, 10), True), ((3, 12), True), ((3, 13), False)):
+        code = f"import sys; sys.version_info = {version + (0,)!r}; " + snippet
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert (r.returncode == 0) == ok, (version, r.stderr)
+        if not ok:
+            assert r.stderr.strip().count("\n") == 0 and "needs Python 3.10 to 3.12" in r.stderr
