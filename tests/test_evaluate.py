@@ -174,7 +174,9 @@ def test_table2_with_a_random_motion_matches_the_model_frame_fit(baseline_file, 
     a = run_sparse_reconstruction({"m": baseline_file}, sub, SparseConfig(lambdas=(0.01,), steps=300))
     b = run_sparse_reconstruction({"m": baseline_file}, sub, SparseConfig(lambdas=(0.01,), steps=300, similarity=True))
     ea, eb = a.errors["m"][0.01].surface_rmse.mean(), b.errors["m"][0.01].surface_rmse.mean()
-    assert eb < 2.0 * ea + 0.3  # same order (the similarity adds 7 free parameters)
+    # measured 1.25 mm in the model frame, 0.97 with the motion and a similarity (7 more free
+    # parameters); a motion not undone, or a wrong transform, is tens of mm off
+    assert abs(eb - ea) < 0.4 * ea, (ea, eb)
 
 
 # ------------------------------------------------------------------------------ retargeting

@@ -45,7 +45,7 @@ FRAMES = 72
 #: Frames replaced by the background only (no face): invalid, interpolated.
 BLANK = (40, 41, 42, 43)
 #: Bounds (mm) of the per-frame aligned vertex RMSE (module doc: measured 2.27 mean, 3.17 max).
-RMSE_MEAN_MM, RMSE_MAX_MM = 3.2, 4.5
+RMSE_MEAN_MM, RMSE_MAX_MM = 2.5, 3.6  # ~10 % over the measured; the mean face is 3.00
 
 
 @pytest.fixture(scope="module")
