@@ -211,7 +211,7 @@ def test_a_plain_fit_imports_neither_the_batch_track_code_nor_cv2(tmp_path):
         "from fitface.cli import main\n"
         f"sys.argv = ['fitface', 'fit', '-l', {str(lm)!r}, '-o', {str(tmp_path / 'out')!r}, '-m', 'procedural']\n"
         "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-        "print(sorted(m for m in ('cv2', 'torch', 'fitface.api.batch_fit', 'fitface.api.track', "
+        "print(sorted(m for m in ('cv2', 'torch', 'fitface.api.batch_fit', 'fitface.api.sequence_retarget', "
         "'fitface.api.latent_edit', 'xml.sax') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -220,9 +220,19 @@ def test_a_plain_fit_imports_neither_the_batch_track_code_nor_cv2(tmp_path):
     assert (tmp_path / "out" / "preview.png").stat().st_size > 1000
 
 
-def test_fitface_api_names_all_resolve():
+def test_fitface_api_names_all_resolve_to_functions_and_classes_after_every_submodule_loads():
+    """A submodule import rebinds its package attribute: none may shadow a public name."""
+    import importlib
+    import pkgutil
+    import types
+
     import fitface.api as api
 
+    for info in pkgutil.iter_modules(api.__path__):
+        importlib.import_module(f"fitface.api.{info.name}")
     for name in api.__all__:
-        assert getattr(api, name) is not None
-    assert sorted(api.__all__) == sorted(set(api._EXPORTS) | set(api._OTHER))
+        assert not isinstance(getattr(api, name), types.ModuleType), name
+    for name in fitface._API:
+        assert callable(getattr(fitface, name)) and not isinstance(getattr(fitface, name), types.ModuleType), name
+    lazy = set(api._EXPORTS) | set(api._OTHER) | {"TrackCodes", "TrackResult", "read_track_codes", "track"}
+    assert sorted(api.__all__) == sorted(lazy)

@@ -37,6 +37,11 @@ Convention:
       nothing is written when a fit fails.
 """
 
+# ``track`` is both a submodule and its function: importing the submodule (the CLI does) would
+# rebind ``fitface.api.track`` to the module, so it is imported here (~2 ms) and the name bound
+# to the function after it. Every other name loads lazily.
+from fitface.api.track import TrackCodes, TrackResult, read_track_codes, track  # noqa: E402
+
 #: Public name -> the submodule that defines it. Submodules load on first use (PEP 562), so
 #: ``from fitface.api import fit`` imports the single-capture path only, not the batch, track
 #: or retarget code (a plain ``fitface fit`` stays fast).
@@ -48,7 +53,6 @@ _EXPORTS = {
     "add_landmark_set": "landmark_sets",
     "CodesResult": "latent_edit", "interpolate": "latent_edit", "retarget": "latent_edit", "sample": "latent_edit",
     "SequenceRetargetResult": "sequence_retarget", "retarget_sequence": "sequence_retarget",
-    "TrackCodes": "track", "TrackResult": "track", "read_track_codes": "track", "track": "track",
 }
 _OTHER = {"read_landmark_set_file": "fitface.landmarks.set_files"}
 
