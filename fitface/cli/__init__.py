@@ -55,6 +55,8 @@ COMMANDS = {
     "evaluate": "fitface.cli.evaluate:evaluate",
     "models": "fitface.cli.models:models",
     "track": "fitface.cli.track:track",
+    "export": "fitface.cli.export:export",
+    "view": "fitface.cli.view:view",
 }
 
 

@@ -110,8 +110,11 @@ def fit(scan, landmarks, out_dir, model, lam, steps, restarts, landmark_set, uni
     if as_json:
         sys.stdout.write(json.dumps([r.summary() for r in results] if isinstance(res, list) else res.summary()) + "\n")
         return
+    from fitface.cli.view import view_hint
+
     for r in results:
         click.echo(f"{describe_fit(r)}; wrote {', '.join(str(p) for p in r.files.values())}")
+        click.echo(view_hint(r.files["codes"].parent))
 
 
 def describe_fit(r) -> str:

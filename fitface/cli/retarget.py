@@ -51,6 +51,9 @@ def retarget(expression, identity, out, model, mode, model_frame, ply, no_previe
             return
         click.echo(f"wrote {seq.vertices.shape[0]} frames: {', '.join(str(p) for p in seq.files.values())} "
                    f"({mode}, {seq.summary['frame']} frame, {seq.unit})")
+        from fitface.cli.view import view_hint
+
+        click.echo(view_hint(out))
         return
     if ply or no_preview:
         raise InputError("--ply and --no-preview are for a tracked sequence (--expression OUT/codes.npz)")

@@ -86,3 +86,6 @@ def track(video, out_dir, model, lam, smoothness, pose_smoothness, fps, start, e
     click.echo(f"tracked {s['valid_frames']} of {s['frames']} frames ({s['frames'] / t['total']:.1f} frames/s; "
                f"landmark RMS {s['landmark_rms_px']['median']:.3g} px median); wrote "
                f"{', '.join(str(p) for p in res.files.values())}")
+    from fitface.cli.view import view_hint
+
+    click.echo(view_hint(out_dir))
