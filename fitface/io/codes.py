@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -243,6 +244,13 @@ def to_json(v: Any, key: str) -> Any:
 
 
 _NUMBER_TYPES = (int, float, bool)
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_ .\-]*\Z")
+
+
+def _key(k: str) -> str:
+    """A dict key as JSON: plain names quoted directly (what ``json.dumps`` gives them), others
+    through the encoder."""
+    return f'"{k}"' if _PLAIN_KEY.match(k) else json.dumps(k)
 
 
 def _dump(v: Any, level: int = 0) -> str:
@@ -251,7 +259,7 @@ def _dump(v: Any, level: int = 0) -> str:
     if isinstance(v, dict):
         if not v:
             return "{}"
-        items = [f"{inner}{json.dumps(k)}: {_dump(x, level + 1)}" for k, x in v.items()]
+        items = [f"{inner}{_key(k)}: {_dump(x, level + 1)}" for k, x in v.items()]
         return "{\n" + ",\n".join(items) + f"\n{pad}}}"
     if isinstance(v, list) and any(isinstance(x, (dict, list)) for x in v):
         if all(type(x) is list and all(type(y) in _NUMBER_TYPES for y in x) for x in v):

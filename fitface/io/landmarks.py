@@ -201,6 +201,9 @@ def _columns_ok(n: int, p: Path, where: str, expected: int | None, ref: str = ""
 
 
 def _parse_text(text: str, p: Path):
+    fast = _parse_plain_table(text)
+    if fast is not None:
+        return fast
     unit, rows, ncol, first = None, [], None, 0
     for lineno, raw in enumerate(text.splitlines(), start=1):
         s = raw.strip()
@@ -217,6 +220,39 @@ def _parse_text(text: str, p: Path):
         first = first or lineno
         rows.append([_number(t, p, where) for t in toks])
     return rows, unit, None
+
+
+def _parse_plain_table(text: str):
+    """The common case at numpy speed: whitespace-separated finite numbers, the same count on
+    every line, comments only as whole ``#`` lines. Anything else returns None, and the
+    line-by-line parser (with its messages) reads the file."""
+    unit, body = None, []
+    for raw in text.splitlines():
+        s = raw.strip()
+        if not s:
+            continue
+        if s[0] == "#":
+            m = _UNIT_COMMENT.match(s)
+            unit = m.group(1) if m else unit
+            continue
+        if "#" in s or "," in s:
+            return None
+        body.append(s)
+    if not body:
+        return None
+    ncol = len(body[0].split())
+    if ncol not in (2, 3):
+        return None
+    try:
+        values = np.array(" ".join(body).split(), dtype=np.float64)
+    except ValueError:
+        return None
+    if values.size != ncol * len(body) or not np.isfinite(values).all():
+        return None
+    rows = values.reshape(len(body), ncol)
+    if any(len(b.split()) != ncol for b in body[1:]):
+        return None
+    return rows.tolist(), unit, None
 
 
 # ----- CSV with a header
