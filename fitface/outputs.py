@@ -93,9 +93,14 @@ def write_fit_files(
     return files
 
 
+def shard_tag(shard: tuple[int, int] | None) -> str:
+    """The suffix of a shard's batch files: ``"-K-of-N"`` (``""`` for the whole batch)."""
+    return "" if shard is None else f"-{shard[0]}-of-{shard[1]}"
+
+
 def summary_names(shard: tuple[int, int] | None) -> tuple[str, str, str]:
     """File names of (summary CSV, summary JSON, failure list) for a shard (or the whole batch)."""
-    tag = "" if shard is None else f"-{shard[0]}-of-{shard[1]}"
+    tag = shard_tag(shard)
     return f"summary{tag}.csv", f"summary{tag}.json", f"failures{tag}.txt"
 
 
@@ -140,5 +145,5 @@ def write_batch_summary(
     return files
 
 
-__all__ = ["CODES_NAME", "MESH_NAME", "PREVIEW_NAME", "SUMMARY_COLUMNS", "summary_names", "write_batch_summary",
-           "write_fit_files"]
+__all__ = ["CODES_NAME", "MESH_NAME", "PREVIEW_NAME", "SUMMARY_COLUMNS", "shard_tag", "summary_names",
+           "write_batch_summary", "write_fit_files"]

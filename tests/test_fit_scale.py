@@ -152,3 +152,44 @@ def test_a_known_unit_or_the_true_size_stays_rigid():
     assert true_size.codes.extra["unit_source"] == "inferred"
     assert true_size.codes.extra["scale_source"] == "unit" and _scale(true_size) == pytest.approx(1e-3, rel=1e-12)
     assert not [w for w in caught if issubclass(w.category, fitface.errors.FitfaceWarning)]
+
+
+def test_a_batch_mixing_stated_units_with_a_unit_less_capture_of_the_wrong_size(tmp_path):
+    """One chunk: captures that state their unit (never checked) beside one whose inferred unit
+    is the wrong size (checked, refitted alone with its own initial code)."""
+    from fitface.io.landmarks import save_landmarks
+
+    lm, _ = _demo_capture("C")
+    c = lm.mean(axis=0)
+    caps = tmp_path / "caps"
+    save_landmarks(caps / "a_stated.txt", lm, unit="m")
+    save_landmarks(caps / "b_big.txt", (lm - c) * 1.3 + c)  # no unit: inferred m, 1.3x the size
+    save_landmarks(caps / "c_stated.txt", lm, unit="m")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = fitface.fit_batch(caps, tmp_path / "out", model="ict-linear", meshes=False)
+        alone = fitface.fit((lm - c) * 1.3 + c, model="ict-linear", preview=False)
+    src = {r.name: r.codes.extra["scale_source"] for r in res.results}
+    assert src == {"a_stated": "unit", "b_big": "fitted (scale mismatch)", "c_stated": "unit"}
+    big = next(r for r in res.results if r.name == "b_big")
+    # the same decision as alone; its start is row 1 of the seed's stream (its place), alone's row 0
+    assert alone.codes.extra["scale_source"] == "fitted (scale mismatch)"
+    assert _scale(big) / 1e-3 > 1.15 and _scale(big) == pytest.approx(_scale(alone), rel=0.05)
+
+
+def test_the_scale_check_of_part_of_a_chunk_keeps_each_capture_its_start():
+    """engine_fit on a batch chunk (init rows set) where only some captures are checked: the free
+    refit takes those captures' rows (it raised, and the batch silently refitted one by one)."""
+    from fitface.api.capture_fit import engine_fit
+    from fitface.api.inputs import load_fit_model, prepare_capture
+
+    lm, _ = _demo_capture("C")
+    c = lm.mean(axis=0)
+    dec = load_fit_model("ict-linear")
+    caps = [prepare_capture(dec, lm, unit="m", name="a"), prepare_capture(dec, (lm - c) * 1.3 + c, name="b"),
+            prepare_capture(dec, lm, unit="m", name="c")]
+    for j, cap in enumerate(caps):
+        cap.init_row = j
+    z, t = engine_fit(dec, caps, 1.0, None, None, 0, {}, False, 0.0)
+    assert [cap.scale_check for cap in caps] == [False, True, False] and caps[1].scale_mismatch
+    assert z.shape == (3, dec.layout.dim) and t.scale[1] > 1.15 and t.scale[0] == t.scale[2] == 1.0  # 1 = the unit

@@ -47,7 +47,6 @@ class BatchResult:
     failures: list[tuple[str, str]]
     files: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
-
     resumed: int = 0
 
     @property
@@ -286,9 +285,9 @@ def _record_options(out: Path, options: dict[str, Any], shard_kn, resume: bool, 
     import json
 
     from fitface.io.atomic import write_text
+    from fitface.outputs import shard_tag
 
-    tag = "" if shard_kn is None else f"-{shard_kn[0]}-of-{shard_kn[1]}"
-    path = out / f"batch{tag}.json"
+    path = out / f"batch{shard_tag(shard_kn)}.json"
     keep = False
     if resume:
         try:
@@ -342,8 +341,10 @@ def _finished_result(dec, cap: PreparedCapture, run: _Run) -> FitResult | None:
             return None
     except OSError:
         return None
-    tr = codes.transform
-    transform = Similarity(np.array([tr["scale"]]), np.array([tr["rotation"]]), np.array([tr["translation"]]))
+    try:
+        transform = Similarity.from_json(codes.transform)
+    except ValueError:
+        return None
     return FitResult(cap.name, None, np.asarray(dec.faces), codes, cap.targets, None, transform, files)
 
 

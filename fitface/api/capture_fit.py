@@ -206,7 +206,8 @@ def check_scale_mismatch(dec, caps: list[PreparedCapture], cfg, rigid) -> tuple[
     z = np.array(rigid.z, dtype=np.float64)  # (B, D)
     t = rigid.transform
     idx = np.flatnonzero([c.scale_check for c in caps])
-    free = _run_engine(dec, [caps[i] for i in idx], replace(cfg, with_scale=True))
+    rows = None if cfg.init_rows is None else np.asarray(cfg.init_rows)[idx]  # the subset's own starts
+    free = _run_engine(dec, [caps[i] for i in idx], replace(cfg, with_scale=True, init_rows=rows))
     ratio = np.asarray(free.loss, np.float64) / np.maximum(np.asarray(rigid.loss, np.float64)[idx], 1e-300)
     scale = np.asarray(free.transform.scale, np.float64).reshape(-1)  # (b,) model unit -> model unit: 1 = the unit
     take = (ratio < SCALE_MISMATCH_LOSS_RATIO) & (np.abs(scale - 1.0) > SCALE_MISMATCH_MIN_DEVIATION)

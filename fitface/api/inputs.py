@@ -292,12 +292,12 @@ def infer_capture_unit(dec, targets: np.ndarray, set_name: str, name: str,
 def warn_unit(cap: PreparedCapture) -> None:
     """Issue the capture's pending unit or scale-mismatch warning (see :func:`infer_capture_unit`
     and :func:`fitface.api.capture_fit.check_scale_mismatch`), if any."""
+    import warnings
+
+    from fitface.errors import FitfaceWarning
+
     for text in (cap.unit_warning, cap.scale_mismatch):
         if text:
-            import warnings
-
-            from fitface.errors import FitfaceWarning
-
             warnings.warn(FitfaceWarning(text), stacklevel=3)
 
 

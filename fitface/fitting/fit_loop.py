@@ -124,7 +124,7 @@ def initial_codes(decoder, cfg, nb: int, init_z: np.ndarray | None = None):
     """
     dim = decoder.latent_dim
     rng = np.random.default_rng(cfg.seed)
-    rows = getattr(cfg, "init_rows", None)
+    rows = cfg.init_rows
     if rows is None:
         z0 = rng.standard_normal((nb, cfg.restarts, dim)) * cfg.init_scale
     else:  # capture b starts from row rows[b] of the seed's stream (a batch's place, kept on --resume)
