@@ -122,7 +122,8 @@ def default_model_capture(folder: Path) -> Path | None:
     with np.load(src) as z:
         pts = z["A_landmarks"]
     folder.mkdir(parents=True, exist_ok=True)
-    save_landmarks(folder / "A.txt", pts, unit="mm")
+    save_landmarks(folder / "A.txt", pts, unit="m")  # the demo capture is in metres
+    save_landmarks(folder / "A_no_unit.txt", pts)  # inferred unit: the scale-mismatch check runs too
     return folder / "A.txt"
 
 
@@ -154,7 +155,10 @@ def main() -> None:
         ]
         if demo_lm is not None:
             cases.append(("fit, default model (ict)", ["fit", "-l", str(demo_lm), "-o", str(tmp / "o4")],
-                          tmp / "o4", args.repeats, "`fitface fit -l A.txt -o OUT` (demo capture A)"))
+                          tmp / "o4", args.repeats, "`fitface fit -l A.txt -o OUT` (demo capture A, unit stated)"))
+            cases.append(("fit, default model, unit inferred",
+                          ["fit", "-l", str(demo_lm.with_name("A_no_unit.txt")), "-o", str(tmp / "o5")],
+                          tmp / "o5", args.repeats, "`fitface fit -l A_no_unit.txt -o OUT` (+ the scale check)"))
         if not args.skip_batch:
             cases.append((f"batch, {args.batch_size} landmark files",
                           ["batch", str(tmp / "many"), "-o", str(tmp / "o3"), "-m", str(model), "--no-progress"],
@@ -190,7 +194,8 @@ def main() -> None:
             runs = "; ".join(f"{n}: " + ", ".join(f"{t:.2f}" for t in times[n]) for n in names)
             print(f"| {name} | {cmd} | {cells}{ratio} | {runs} |")
         print(f"\nRun: `.venv/bin/python benchmarks/bench_cli_fit.py --repeats {args.repeats} "
-              f"--batch-size {args.batch_size}" + (f" --compare {args.compare}" if args.compare else "") + "`")
+              f"--batch-size {args.batch_size}" + (" --skip-batch" if args.skip_batch else "")
+              + (f" --compare {args.compare}" if args.compare else "") + "`")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
