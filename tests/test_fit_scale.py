@@ -121,8 +121,8 @@ def _vertex_error_mm(res, truth, k):
 
 
 def test_unit_less_landmarks_of_the_wrong_size_get_a_fitted_scale_with_a_warning():
-    # capture C: a face the fitted scale helps (3.3 -> 2.4 mm); it does not help every face (B: 2.5
-    # -> 2.7 mm); on 48 held-out faces at 1.3x the median goes 2.91 -> 2.14 mm (docs/benchmarks.md)
+    # capture C: a face the fitted scale helps; it does not help every face (B is slightly worse);
+    # on 48 held-out faces at 1.3x the median goes 2.91 -> 2.14 mm (bench_scale_mismatch.py)
     lm, truth = _demo_capture("C")
     c = lm.mean(axis=0)
     k = 1.3  # a face 1.3x its size in metres: the unit (m) is still inferred

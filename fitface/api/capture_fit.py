@@ -105,8 +105,8 @@ class FitResult:
 #: Scale-mismatch check (captures whose unit is only inferred, under ``scale="auto"``): the capture
 #: is also fitted with a free scale, and that fit is kept when it lowers the fit's own objective
 #: (eq. 13: squared residuals plus lambda ||z||^2, model unit) below this fraction of the rigid
-#: fit's (held-out ICT faces at their true size: p5 0.73-0.81, never below 0.73 in 51 fits; at
-#: 1.3x: p95 0.45; ``benchmarks/bench_scale_mismatch.py``) ...
+#: fit's (48 held-out ICT faces at their true size: p5 0.73-0.81 over ict / ict-linear and lambda
+#: 1 / 10; at 1.3x: p95 0.42-0.45; ``benchmarks/bench_scale_mismatch.py --identities 4``) ...
 SCALE_MISMATCH_LOSS_RATIO = 0.6
 #: ... with a scale that differs from the unit's by more than this fraction.
 SCALE_MISMATCH_MIN_DEVIATION = 0.05
@@ -180,7 +180,8 @@ def check_scale_mismatch(dec, caps: list[PreparedCapture], cfg, rigid) -> tuple[
     A capture whose unit is only inferred (no ``--unit``, none in the file) is fitted rigidly at
     the unit's scale. When its true size differs (photogrammetry, a tracker's own units), the
     identity code stretches to cover the size: the landmarks still fit, but the face is wrong
-    (ICT, 1.3x: landmark RMS 1.16 mm, vertex error 3.77 mm against 2.18 mm with a fitted scale).
+    (issue #28's capture at 1.3x: landmark RMS 1.16 mm, vertex error 3.77 mm against 2.18 mm with
+    a fitted scale).
 
     Rule: the captures with ``scale_check`` are fitted again with a free scale (same options and
     seed; a warm start from the rigid codes stays in the stretched identity's basin). A capture
