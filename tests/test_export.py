@@ -9,8 +9,10 @@ directly as :class:`fitface.api.track.TrackCodes` (no video). The ICT tests need
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -319,9 +321,13 @@ def test_blender_imports_track_glb(ict_track, tmp_path):
     folder, codes = ict_track
     res = export_result(folder, tmp_path / "t.glb")
     out = tmp_path / "blender.json"
+    # Debian's Blender takes its Python from the python3 on PATH (Blender's importer needs numpy):
+    # put this interpreter first, as an activated venv does; `make test` runs .venv/bin/python
+    # without activating it, and /usr/bin/python3 has no numpy
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     proc = subprocess.run([BLENDER, "-b", "--factory-startup", "--python", str(REPO / "tests" / "blender_glb_check.py"),
                            "--", str(tmp_path / "t.glb"), "25", "0,2", str(out)],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0 and out.is_file(), proc.stderr[-2000:]
     doc = json.loads(out.read_text())
     assert doc["shape_keys"] == res.target_names and len(doc["shape_keys"]) == 55
